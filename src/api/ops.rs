@@ -1,0 +1,88 @@
+//! Open operational endpoints: liveness, readiness, version, metrics and the
+//! OpenAPI document. No key, no token.
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use crate::http::response::{self, Response};
+use crate::http::{ApiError, RequestContext};
+use crate::metrics::Gauge;
+use crate::storage::Storage;
+
+/// The OpenAPI 3 document of the contract, embedded at build time.
+pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
+
+/// `GET /health`: the original service's smile.
+pub fn health() -> Response {
+    response::text(StatusCode::OK, ":-)")
+}
+
+/// `GET /healthz`: the process serves.
+pub fn healthz() -> Response {
+    response::json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// `GET /version`.
+pub fn version() -> Response {
+    response::json(StatusCode::OK, &crate::build_info::as_json())
+}
+
+/// `GET /openapi.json`.
+pub fn openapi() -> Response {
+    response::with_body(StatusCode::OK, "application/json", OPENAPI_JSON)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub fn metrics(ctx: &RequestContext) -> Response {
+    let state = &ctx.state;
+    let gauges = [Gauge {
+        name: "energyload_db_size_bytes",
+        help: "Bytes on disk of the database and its WAL.",
+        series: vec![(vec![], state.storage.db_size_bytes() as f64)],
+    }];
+    response::with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(&gauges))
+}
+
+/// `GET /readyz`: `200` when the database takes writes, migrations are
+/// current and free disk is above the floor; otherwise `503` naming why.
+pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
+    let state = &ctx.state;
+    let (database, migrations) = state
+        .storage
+        .run(|conn| {
+            let database = match Storage::probe_write(conn) {
+                Ok(()) => json!({"status": "ok"}),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness: database not writable");
+                    json!({"status": "fail", "reason": "the database does not accept writes"})
+                }
+            };
+            let migrations = match crate::storage::migration_status(conn) {
+                Ok(s) if !s.pending() && s.current == s.latest => {
+                    json!({"status": "ok", "version": s.current})
+                }
+                Ok(s) => json!({"status": "fail", "version": s.current, "expected": s.latest,
+                                "reason": "schema migrations are pending"}),
+                Err(_) => json!({"status": "fail", "reason": "the schema version cannot be read"}),
+            };
+            Ok((database, migrations))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "readiness: database unavailable");
+            let fail = json!({"status": "fail", "reason": "the database is unavailable"});
+            (fail.clone(), fail)
+        });
+    let floor = state.config.storage.min_free_bytes;
+    let storage = match state.storage.free_disk_bytes() {
+        Ok(free) if free >= floor => json!({"status": "ok", "free_bytes": free, "min_free_bytes": floor}),
+        Ok(free) => json!({"status": "fail", "free_bytes": free, "min_free_bytes": floor,
+                           "reason": "free disk is below storage.min_free_bytes"}),
+        Err(_) => json!({"status": "fail", "reason": "free disk space cannot be read"}),
+    };
+    let checks = json!({"database": database, "storage": storage, "migrations": migrations});
+    let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
+    let body: Value = json!({"status": if ok { "ok" } else { "fail" }, "checks": checks});
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(response::json(status, &body))
+}

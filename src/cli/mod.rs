@@ -1,0 +1,93 @@
+//! The command line (clap): one module per command group. Every command
+//! accepts `--config FILE` and prints `--help` with examples.
+
+mod backup;
+mod config_cmd;
+mod migrate;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, LoadedConfig};
+
+/// energyload — relays energy-meter data to eSight from one binary.
+#[derive(Debug, Parser)]
+#[command(name = "energyload", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (default: ./config.toml if present, else /etc/energyload/config.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the appliance: HTTP API, delivery workers, housekeeping.
+    #[command(after_help = "Examples:\n  energyload serve\n  energyload serve --config /etc/energyload/config.toml\n  ENERGYLOAD_SERVER_LISTEN=0.0.0.0:8080 energyload serve")]
+    Serve,
+    /// Apply pending database migrations and exit.
+    #[command(after_help = "Examples:\n  energyload migrate\n  energyload migrate --config /etc/energyload/config.toml")]
+    Migrate,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a consistent snapshot of the database to FILE (safe while `serve` runs).
+    #[command(after_help = "Examples:\n  energyload backup /var/backups/energyload-$(date +%F).db")]
+    Backup {
+        /// Where to write the snapshot.
+        file: PathBuf,
+    },
+    /// Print version, git commit and build time.
+    #[command(after_help = "Examples:\n  energyload version")]
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted); exit 1 if it is invalid.
+    #[command(after_help = "Examples:\n  energyload config check\n  ENERGYLOAD_LOG_LEVEL=debug energyload config check --config my.toml")]
+    Check,
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            let b = crate::build_info::as_json();
+            println!("energyload {} (commit {}, built {})", b["version"], b["commit"], b["built"]);
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check) => config_cmd::check(cli.config.as_deref()),
+        command => {
+            let loaded = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match command {
+                Command::Serve => serve::run(loaded),
+                Command::Migrate => migrate::run(&loaded),
+                Command::Backup { file } => backup::run(&loaded, &file),
+                Command::Version | Command::Config(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Loads the configuration or prints the one-line error and returns exit 2.
+fn load_config(explicit: Option<&std::path::Path>) -> Result<LoadedConfig, ExitCode> {
+    config::load(explicit, std::env::vars()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Prints an error in one line and returns exit code 1.
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

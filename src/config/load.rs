@@ -1,0 +1,307 @@
+//! Layering of configuration sources: built-in defaults < config file <
+//! `ENERGYLOAD_<SECTION>_<KEY>` environment variables, with `<key>_file`
+//! indirection for secrets. Every error names the key and where its value
+//! came from, in one line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+use super::Config;
+
+/// Keys whose value may also be read from a file named by `<key>_file`.
+const SECRET_KEYS: &[&str] = &[
+    "esight.username",
+    "esight.password",
+    "esight.post_username",
+    "esight.post_password",
+];
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The built-in default.
+    Default,
+    /// A config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A secret read from the file named by a `<key>_file` setting.
+    SecretFile(PathBuf),
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("built-in default"),
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(var) => write!(f, "environment variable {var}"),
+            Self::SecretFile(p) => write!(f, "secret file {}", p.display()),
+        }
+    }
+}
+
+/// A configuration problem: which key, from which source, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("config error: {key}: {message} (from {origin})")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `server.listen`.
+    pub key: String,
+    /// Where the offending value came from.
+    pub origin: ConfigSource,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+/// The effective configuration and the file it was read from, if any.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The typed, validated configuration.
+    pub config: Config,
+    /// The config file that was read (none: defaults and environment only).
+    pub file: Option<PathBuf>,
+}
+
+/// Loads the configuration: `explicit` if given, else `./config.toml`, else
+/// `/etc/energyload/config.toml`, else defaults; then the environment.
+pub fn load(
+    explicit: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<LoadedConfig, ConfigError> {
+    let file = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => ["./config.toml", "/etc/energyload/config.toml"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    };
+    let mut layers = Layers::default();
+    if let Some(path) = &file {
+        layers.add_file(path)?;
+    }
+    for (var, value) in env {
+        layers.add_env(&var, &value)?;
+    }
+    layers.resolve_secret_files()?;
+    let config = layers.into_config()?;
+    Ok(LoadedConfig { config, file })
+}
+
+/// The merged raw table and the source of every key in it.
+#[derive(Default)]
+struct Layers {
+    table: Table,
+    sources: BTreeMap<String, ConfigSource>,
+}
+
+impl Layers {
+    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let source = self.sources.get(key).cloned().unwrap_or(ConfigSource::Default);
+        ConfigError { key: key.to_string(), origin: source, message: message.into() }
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let source = ConfigSource::File(path.to_path_buf());
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            key: "(file)".into(),
+            origin: source.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+            ConfigError {
+                key: format!("(line {line})"),
+                origin: source.clone(),
+                message: e.message().replace('\n', " "),
+            }
+        })?;
+        for (section, value) in table {
+            let Value::Table(keys) = value else {
+                self.sources.insert(section.clone(), source.clone());
+                return Err(self.error(&section, "must be a [section] of keys"));
+            };
+            for (key, value) in keys {
+                self.sources.insert(format!("{section}.{key}"), source.clone());
+                self.section(&section).insert(key, value);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_env(&mut self, var: &str, raw: &str) -> Result<(), ConfigError> {
+        let Some(rest) = var.strip_prefix("ENERGYLOAD_") else {
+            return Ok(());
+        };
+        let source = ConfigSource::Env(var.to_string());
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_').filter(|(s, k)| {
+            !k.is_empty() && Config::default_table().contains_key(*s)
+        }) else {
+            return Err(ConfigError {
+                key: lower,
+                origin: source,
+                message: "is not a configuration variable (ENERGYLOAD_<SECTION>_<KEY>)".into(),
+            });
+        };
+        let value = typed_env_value(section, key, raw);
+        self.section(section).insert(key.to_string(), value);
+        self.sources.insert(format!("{section}.{key}"), source);
+        Ok(())
+    }
+
+    fn section(&mut self, name: &str) -> &mut Table {
+        let entry = self.table.entry(name).or_insert_with(|| Value::Table(Table::new()));
+        match entry {
+            Value::Table(t) => t,
+            _ => unreachable!("sections are always tables"),
+        }
+    }
+
+    /// Replaces every `<key>_file` by the content of the file it names.
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        for dotted in SECRET_KEYS {
+            let (section, key) = dotted.split_once('.').expect("dotted key");
+            let file_key = format!("{key}_file");
+            let file_dotted = format!("{dotted}_file");
+            let Some(Value::Table(keys)) = self.table.get_mut(section) else { continue };
+            let Some(path_value) = keys.remove(&file_key) else { continue };
+            let has_value = keys.contains_key(key);
+            let Value::String(path) = path_value else {
+                return Err(self.error(&file_dotted, "must be a file path"));
+            };
+            if has_value {
+                return Err(self.error(&file_dotted, format!("set either {dotted} or {file_dotted}, not both")));
+            }
+            let secret = std::fs::read_to_string(&path)
+                .map_err(|e| self.error(&file_dotted, format!("cannot read secret file {path}: {e}")))?;
+            let secret = secret.trim_end_matches(['\r', '\n']).to_string();
+            self.section(section).insert(key.to_string(), Value::String(secret));
+            self.sources.insert(dotted.to_string(), ConfigSource::SecretFile(PathBuf::from(path)));
+        }
+        Ok(())
+    }
+
+    fn into_config(self) -> Result<Config, ConfigError> {
+        let value = Value::Table(self.table.clone());
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().to_string().replace('\n', " ");
+            self.error(&key, message)
+        })?;
+        config.validate().map_err(|(key, why)| self.error(key, why))?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// The defaults as a TOML table: the known sections and the type of
+    /// every key that has a default.
+    fn default_table() -> Table {
+        match Value::try_from(Config::default()) {
+            Ok(Value::Table(t)) => t,
+            _ => Table::new(),
+        }
+    }
+}
+
+/// Environment variables are text; give them the type the key's default has,
+/// so `ENERGYLOAD_SERVER_MAX_BODY_BYTES=100` is a number and
+/// `ENERGYLOAD_ESIGHT_PASSWORD=1234` stays a string.
+fn typed_env_value(section: &str, key: &str, raw: &str) -> Value {
+    let default = Config::default_table()
+        .get(section)
+        .and_then(|s| s.get(key))
+        .cloned();
+    let text = || Value::String(raw.to_string());
+    match default {
+        Some(Value::Integer(_)) => raw.trim().parse().map(Value::Integer).unwrap_or_else(|_| text()),
+        Some(Value::Boolean(_)) => match raw.trim() {
+            "true" => Value::Boolean(true),
+            "false" => Value::Boolean(false),
+            _ => text(),
+        },
+        Some(Value::Array(_)) => {
+            let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+            Value::Array(items.map(|s| Value::String(s.to_string())).collect())
+        }
+        _ => text(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "c.toml", "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n");
+        let vars = env(&[("ENERGYLOAD_SERVER_MAX_BODY_BYTES", "20"), ("ENERGYLOAD_AUTH_API_KEY_REQUIRED", "false")]);
+        let c = load(Some(&f), vars).unwrap().config;
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.server.max_body_bytes, 20);
+        assert!(!c.auth.api_key_required);
+        assert_eq!(c.delivery.workers, 4);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "c.toml", "[server]\nlisten = \"127.0.0.1:70000\"\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!(e.key, "server.listen");
+        assert_eq!(e.origin, ConfigSource::File(f.clone()));
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "{line}");
+
+        let e = load(None, env(&[("ENERGYLOAD_DELIVERY_WORKERS", "many")])).unwrap_err();
+        assert_eq!(e.key, "delivery.workers");
+        assert_eq!(e.origin, ConfigSource::Env("ENERGYLOAD_DELIVERY_WORKERS".into()));
+
+        let f = write(dir.path(), "u.toml", "[server]\nlisten_port = 1\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+
+        let e = load(None, env(&[("ENERGYLOAD_NOPE_X", "1")])).unwrap_err();
+        assert!(e.to_string().contains("ENERGYLOAD_NOPE_X"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_stay_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "pw", "s3cret-value\n");
+        let vars = env(&[("ENERGYLOAD_ESIGHT_PASSWORD_FILE", secret.to_str().unwrap())]);
+        let c = load(None, vars).unwrap().config;
+        assert_eq!(c.esight.password.as_ref().unwrap().expose(), "s3cret-value");
+        let printed = toml::to_string(&c).unwrap();
+        assert!(!printed.contains("s3cret-value"));
+        assert!(printed.contains("<redacted>"));
+
+        let both = env(&[
+            ("ENERGYLOAD_ESIGHT_PASSWORD_FILE", secret.to_str().unwrap()),
+            ("ENERGYLOAD_ESIGHT_PASSWORD", "x"),
+        ]);
+        assert!(load(None, both).unwrap_err().to_string().contains("not both"));
+    }
+
+    #[test]
+    fn semantic_checks_name_the_key() {
+        let vars = env(&[("ENERGYLOAD_DELIVERY_BACKOFF_MAX", "10ms")]);
+        let e = load(None, vars).unwrap_err();
+        assert_eq!(e.key, "delivery.backoff_max");
+        let e = load(None, env(&[("ENERGYLOAD_LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(e.key, "log.format");
+    }
+}

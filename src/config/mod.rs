@@ -1,0 +1,347 @@
+//! Typed configuration: the operator's contract in `config.toml`.
+//!
+//! Values are layered built-in defaults < config file < `ENERGYLOAD_<SECTION>_<KEY>`
+//! environment variables (see [`load`]). Secrets may also come from
+//! `<key>_file` paths. Every value is parsed into a typed field here, so the rest
+//! of the program never sees raw strings; [`Config::validate`] rejects impossible
+//! combinations with an error that names the key.
+
+mod load;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigSource, LoadedConfig, load};
+pub use values::{Duration, IpNetwork, Secret, canonical as canonical_ip};
+
+/// The whole configuration, one field per `config.toml` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: listener and request limits.
+    pub server: ServerConfig,
+    /// `[storage]`: the data directory and SQLite settings.
+    pub storage: StorageConfig,
+    /// `[auth]`: API keys, tokens, passwords, lockout.
+    pub auth: AuthConfig,
+    /// `[esight]`: the eSight endpoints and credentials.
+    pub esight: EsightConfig,
+    /// `[delivery]`: the background delivery workers.
+    pub delivery: DeliveryConfig,
+    /// `[inbox]`: the spool directory for file imports.
+    pub inbox: InboxConfig,
+    /// `[audit]`: the security audit log.
+    pub audit: AuditConfig,
+    /// `[log]`: application and access logs.
+    pub log: LogConfig,
+}
+
+/// `[server]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to serve on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Largest accepted request body; larger ones get `413`.
+    pub max_body_bytes: u64,
+    /// Grace for in-flight requests after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// Open connections at most; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest time a request may take from its head being read to its answer.
+    pub request_timeout: Duration,
+    /// Longest time a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line + headers).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(20),
+            max_connections: 4096,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How hard SQLite syncs each commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every answered write survives power loss (an fsync per commit).
+    Full,
+    /// Survives a process crash; the last commits may be lost on power loss.
+    Normal,
+}
+
+/// `[storage]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding the database, signing keys and lock file.
+    pub data_dir: PathBuf,
+    /// SQLite `synchronous` setting.
+    pub synchronous: Synchronous,
+    /// Free disk below this fails readiness and refuses ingest with `507`.
+    pub min_free_bytes: u64,
+    /// How long a statement waits for a lock held by another connection.
+    pub busy_timeout: Duration,
+    /// Pooled read/write connections for request handlers.
+    pub pool_size: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            synchronous: Synchronous::Full,
+            min_free_bytes: 1024 * 1024 * 1024,
+            busy_timeout: Duration::from_secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+/// `[auth]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether `/login`, `/logout`, `/user` and `/api/` need an API key.
+    pub api_key_required: bool,
+    /// Lifetime of issued tokens.
+    pub token_ttl: Duration,
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// Shortest accepted new password.
+    pub min_password_length: usize,
+    /// Failed logins per username within the window before `429`.
+    pub lockout_failures: u32,
+    /// The window for `lockout_failures`.
+    pub lockout_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_key_required: true,
+            token_ttl: Duration::from_secs(3600),
+            issuer: "energyload".into(),
+            audience: "energyload".into(),
+            min_password_length: 12,
+            lockout_failures: 5,
+            lockout_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `[esight]` section. URLs have no default: delivery waits until they are set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EsightConfig {
+    /// `GET` with HTTP Basic → access token.
+    pub token_url: Option<String>,
+    /// `GET` with Bearer → site catalog.
+    pub sites_url: Option<String>,
+    /// `GET` with Bearer → meter catalog.
+    pub meters_url: Option<String>,
+    /// `POST` with HTTP Basic → deliver one message.
+    pub consumption_url: Option<String>,
+    /// Basic-auth user for `token_url`.
+    pub username: Option<Secret>,
+    /// Basic-auth password for `token_url`.
+    pub password: Option<Secret>,
+    /// Basic-auth user for `consumption_url`.
+    pub post_username: Option<Secret>,
+    /// Basic-auth password for `consumption_url`.
+    pub post_password: Option<Secret>,
+    /// How long the site/meter catalog is reused.
+    pub catalog_ttl: Duration,
+    /// Timeout of one call to eSight.
+    pub timeout: Duration,
+}
+
+impl Default for EsightConfig {
+    fn default() -> Self {
+        Self {
+            token_url: None,
+            sites_url: None,
+            meters_url: None,
+            consumption_url: None,
+            username: None,
+            password: None,
+            post_username: None,
+            post_password: None,
+            catalog_ttl: Duration::from_secs(600),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `[delivery]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Worker threads delivering to eSight.
+    pub workers: usize,
+    /// Attempts per message before `RetriesExhausted`.
+    pub max_attempts: u32,
+    /// Age after which a message is no longer retried.
+    pub max_age: Duration,
+    /// First retry delay.
+    pub backoff_initial: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            max_attempts: 20,
+            max_age: Duration::from_secs(24 * 3600),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[inbox]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    /// Spool directory; unset means `<storage.data_dir>/inbox`.
+    pub dir: Option<PathBuf>,
+    /// How often the inbox is imported automatically; `"0s"` is off.
+    pub poll_interval: Duration,
+}
+
+/// `[audit]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Request header carrying the caller's MSISDN.
+    pub msisdn_header: String,
+    /// Audit events older than this are pruned (the chain stays verifiable).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { msisdn_header: "X-MSISDN".into(), retention_days: 365 }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Directory of the daily log files; unset means `<storage.data_dir>/logs`.
+    pub dir: Option<PathBuf>,
+    /// Daily files kept.
+    pub keep_files: usize,
+    /// A `tracing` filter: `info`, `debug`, `energyload=debug,hyper=warn`, ….
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { dir: None, keep_files: 14, level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl Config {
+    /// The inbox directory, resolved against the data directory.
+    pub fn inbox_dir(&self) -> PathBuf {
+        self.inbox.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("inbox"))
+    }
+
+    /// The log directory, resolved against the data directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.log.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("logs"))
+    }
+
+    /// Checks what types alone cannot: ranges and relations between keys.
+    /// Returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let s = &self.server;
+        check(s.max_body_bytes >= 1, "server.max_body_bytes", "must be at least 1")?;
+        check(s.max_connections >= 1, "server.max_connections", "must be at least 1")?;
+        check(s.max_header_bytes >= 8192, "server.max_header_bytes", "must be at least 8192")?;
+        check(!s.request_timeout.is_zero(), "server.request_timeout", "must be above 0s")?;
+        check(!s.header_read_timeout.is_zero(), "server.header_read_timeout", "must be above 0s")?;
+        let st = &self.storage;
+        check(st.pool_size >= 1, "storage.pool_size", "must be at least 1")?;
+        check(!st.data_dir.as_os_str().is_empty(), "storage.data_dir", "must not be empty")?;
+        let a = &self.auth;
+        check(!a.token_ttl.is_zero(), "auth.token_ttl", "must be above 0s")?;
+        check((8..=128).contains(&a.min_password_length), "auth.min_password_length", "must be 8 to 128")?;
+        check(a.lockout_failures >= 1, "auth.lockout_failures", "must be at least 1")?;
+        check(!a.lockout_window.is_zero(), "auth.lockout_window", "must be above 0s")?;
+        check(!a.issuer.is_empty(), "auth.issuer", "must not be empty")?;
+        check(!a.audience.is_empty(), "auth.audience", "must not be empty")?;
+        let e = &self.esight;
+        for (key, url) in [
+            ("esight.token_url", &e.token_url),
+            ("esight.sites_url", &e.sites_url),
+            ("esight.meters_url", &e.meters_url),
+            ("esight.consumption_url", &e.consumption_url),
+        ] {
+            if let Some(url) = url {
+                let ok = url.starts_with("http://") || url.starts_with("https://");
+                check(ok, key, "must be an http:// or https:// URL")?;
+            }
+        }
+        check(!e.timeout.is_zero(), "esight.timeout", "must be above 0s")?;
+        let d = &self.delivery;
+        check((1..=256).contains(&d.workers), "delivery.workers", "must be 1 to 256")?;
+        check(d.max_attempts >= 1, "delivery.max_attempts", "must be at least 1")?;
+        check(!d.backoff_initial.is_zero(), "delivery.backoff_initial", "must be above 0s")?;
+        check(
+            d.backoff_initial <= d.backoff_max,
+            "delivery.backoff_max",
+            "must not be shorter than delivery.backoff_initial",
+        )?;
+        check(!self.audit.msisdn_header.is_empty(), "audit.msisdn_header", "must not be empty")?;
+        check(
+            hyper::header::HeaderName::from_bytes(self.audit.msisdn_header.as_bytes()).is_ok(),
+            "audit.msisdn_header",
+            "must be a valid HTTP header name",
+        )?;
+        check(self.audit.retention_days >= 1, "audit.retention_days", "must be at least 1")?;
+        check(self.log.keep_files >= 1, "log.keep_files", "must be at least 1")?;
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(("log.level", format!("is not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+fn check(ok: bool, key: &'static str, why: &str) -> Result<(), (&'static str, String)> {
+    if ok { Ok(()) } else { Err((key, why.to_string())) }
+}

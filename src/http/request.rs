@@ -1,0 +1,202 @@
+//! What a handler knows about a request beyond the hyper request itself
+//! (request id, client IP, path parameters), and the helpers that turn a
+//! request body into bytes or typed JSON within the contract's limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::HeaderMap;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use crate::app::AppState;
+use crate::config::{IpNetwork, canonical_ip};
+
+/// Per-request facts every handler may use.
+pub struct RequestContext {
+    /// Shared application state.
+    pub state: Arc<AppState>,
+    /// The request id echoed in `X-Request-Id` and error bodies.
+    pub request_id: String,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client's address: the peer, or from `X-Forwarded-For` when the
+    /// peer is a trusted proxy.
+    pub client_ip: IpAddr,
+    /// The matched route pattern, e.g. `/api/v1/service/send/messages/{id}`.
+    pub route: &'static str,
+    /// Path parameters by name.
+    pub params: Vec<(String, String)>,
+}
+
+impl RequestContext {
+    /// A path parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The client's request id if it is 1–128 characters of `A–Z a–z 0–9 . _ -`,
+/// else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string)
+}
+
+/// The client address: the socket peer, unless the peer is a trusted proxy,
+/// in which case the right-most `X-Forwarded-For` entry that is not itself a
+/// trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNetwork]) -> IpAddr {
+    let peer = canonical_ip(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(canonical_ip(ip)) => continue,
+            Ok(ip) => return canonical_ip(ip),
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
+/// True when the request says its body is JSON.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// True when the client prefers a JSON answer (`Accept: application/json`).
+pub fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.split(';').next().unwrap_or("").trim() == "application/json"))
+}
+
+/// Reads the whole body, refusing with `413` as soon as it exceeds `limit`
+/// (by `Content-Length` before reading anything, or while reading a chunked
+/// body).
+pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit)),
+        Err(_) => Err(ApiError::bad_request("the request body could not be read")),
+    }
+}
+
+/// Reads a JSON body into `T`: `415` unless `Content-Type: application/json`,
+/// `413` over the limit, `400` for malformed JSON, invalid UTF-8, nesting
+/// deeper than 128, or values of the wrong type.
+pub async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: u64,
+) -> Result<T, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let bytes = read_body(headers, body, limit).await?;
+    parse_json(&bytes)
+}
+
+/// Parses JSON into `T`. Error messages name the position or the field, never
+/// the offending value (it could be a password).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        json_error(e.into_inner(), &path)
+    })?;
+    de.end().map_err(|e| json_error(e, "."))?;
+    Ok(value)
+}
+
+fn json_error(inner: serde_json::Error, path: &str) -> ApiError {
+    let message = match inner.classify() {
+        serde_json::error::Category::Data => {
+            let text = inner.to_string();
+            if text.starts_with("missing field") || text.starts_with("unknown field") {
+                text.split(" at line").next().unwrap_or(&text).to_string()
+            } else {
+                format!("invalid value at `{path}`")
+            }
+        }
+        _ => format!("malformed JSON: {inner}"),
+    };
+    ApiError::bad_request(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn request_ids_are_kept_only_when_well_formed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-1.2_3"));
+        assert_eq!(request_id(&h), "abc-1.2_3");
+        h.insert("x-request-id", HeaderValue::from_static("bad id"));
+        assert_ne!(request_id(&h), "bad id");
+        h.insert("x-request-id", HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(request_id(&h).len(), 36);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNetwork> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"));
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "8.8.8.8".parse().unwrap();
+        assert_eq!(client_ip(proxy, &h, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+    }
+
+    #[test]
+    fn json_errors_do_not_echo_values() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Login {
+            password: String,
+        }
+        let e = parse_json::<Login>(br#"{"password": 12345678901}"#).unwrap_err();
+        assert!(!format!("{e:?}").contains("12345678901"));
+        let e = parse_json::<Login>(br#"{}"#).unwrap_err();
+        assert!(format!("{e:?}").contains("missing field"));
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert_eq!(parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err().status(), 400);
+        assert_eq!(parse_json::<serde_json::Value>(b"\"\xff\"").unwrap_err().status(), 400);
+    }
+}

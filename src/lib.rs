@@ -1,0 +1,14 @@
+//! energyload: one binary that takes energy-meter messages from data
+//! producers, stores them durably in SQLite and delivers them to eSight.
+//! See `ARCHITECTURE.md` for the map of modules and threads.
+
+pub mod api;
+pub mod app;
+pub mod build_info;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod storage;

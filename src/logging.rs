@@ -1,0 +1,56 @@
+//! Log set-up: `tracing` events to stdout and to daily-rotated files under
+//! `log.dir` (keeping `log.keep_files`), as text or JSON lines. The returned
+//! guard flushes the file writer when dropped.
+
+use std::io::IsTerminal;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, fmt};
+
+use crate::config::{Config, LogFormat};
+
+/// Keeps the background log writer alive; drop it last.
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+}
+
+/// Installs the global subscriber. With `to_files`, also writes daily files
+/// under the configured log directory.
+pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
+    let filter = || EnvFilter::builder().parse(&config.log.level).map_err(|e| format!("log.level: {e}"));
+    let json = config.log.format == LogFormat::Json;
+    let stdout = if json {
+        fmt::layer().json().with_current_span(true).with_span_list(false).with_filter(filter()?).boxed()
+    } else {
+        fmt::layer().with_ansi(std::io::stdout().is_terminal()).with_filter(filter()?).boxed()
+    };
+    let (file_layer, guard) = if to_files {
+        let dir = config.log_dir();
+        crate::storage::create_private_dir(&dir).map_err(|e| e.to_string())?;
+        let appender = RollingFileAppender::builder()
+            .rotation(Rotation::DAILY)
+            .filename_prefix("energyload")
+            .filename_suffix("log")
+            .max_log_files(config.log.keep_files)
+            .build(&dir)
+            .map_err(|e| format!("log.dir {}: {e}", dir.display()))?;
+        let (writer, guard) = tracing_appender::non_blocking(appender);
+        let layer = if json {
+            fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(writer).with_filter(filter()?).boxed()
+        } else {
+            fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter()?).boxed()
+        };
+        (Some(layer), Some(guard))
+    } else {
+        (None, None)
+    };
+    tracing_subscriber::registry()
+        .with(stdout)
+        .with(file_layer)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(LogGuard { _file: guard })
+}

@@ -1,0 +1,206 @@
+//! Process metrics in the Prometheus text exposition format (0.0.4).
+//!
+//! Counters and histograms are lock-free atomics on the hot path; a family's
+//! map of label sets takes a write lock only the first time a label set is
+//! seen. Gauges that describe stored state (database size, message counts)
+//! are computed when `/metrics` is scraped, not maintained per request.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// Label values of one series, e.g. `[("route", "/health"), ("status", "200")]`.
+pub type Labels = Vec<(&'static str, String)>;
+
+fn format_labels(labels: &Labels) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(s, "{k}=\"{v}\"");
+    }
+    s
+}
+
+/// A family of series of one metric, keyed by label values.
+pub struct Family<T> {
+    name: &'static str,
+    help: &'static str,
+    series: RwLock<BTreeMap<String, T>>,
+}
+
+impl<T: Default> Family<T> {
+    /// An empty family.
+    pub fn new(name: &'static str, help: &'static str) -> Self {
+        Self { name, help, series: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// Runs `f` on the series for `labels`, creating it on first use.
+    pub fn with(&self, labels: &Labels, f: impl FnOnce(&T)) {
+        let key = format_labels(labels);
+        if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return f(series);
+        }
+        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(key).or_default());
+    }
+}
+
+impl Family<AtomicU64> {
+    /// Adds one to the counter for `labels`.
+    pub fn inc(&self, labels: &Labels) {
+        self.with(labels, |c| {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
+        for (labels, c) in self.series.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "{}{{{labels}}} {}", self.name, c.load(Ordering::Relaxed));
+        }
+    }
+}
+
+impl Family<Histogram> {
+    /// Records one observation for `labels`.
+    pub fn observe(&self, labels: &Labels, d: Duration) {
+        self.with(labels, |h| h.observe(d));
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", self.name, self.help, self.name);
+        for (labels, h) in self.series.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            h.render(out, self.name, labels);
+        }
+    }
+}
+
+/// A gauge computed at scrape time.
+pub struct Gauge {
+    /// Metric name.
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// Series: labels and value.
+    pub series: Vec<(Labels, f64)>,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    /// `energyload_http_requests_total{route,status}`.
+    pub http_requests: Family<AtomicU64>,
+    /// `energyload_http_request_duration_seconds{route}`.
+    pub http_duration: Family<Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            http_requests: Family::new(
+                "energyload_http_requests_total",
+                "HTTP requests answered, by route pattern and status code.",
+            ),
+            http_duration: Family::new(
+                "energyload_http_request_duration_seconds",
+                "Time from request head to response head, by route pattern.",
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one answered HTTP request.
+    pub fn record_http(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .inc(&vec![("route", route.to_string()), ("status", status.to_string())]);
+        self.http_duration.observe(&vec![("route", route.to_string())], elapsed);
+    }
+
+    /// The exposition text, with `gauges` computed by the caller appended.
+    pub fn render(&self, gauges: &[Gauge]) -> String {
+        let mut out = String::with_capacity(4096);
+        self.http_requests.render(&mut out);
+        self.http_duration.render(&mut out);
+        for g in gauges {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+            for (labels, value) in &g.series {
+                let labels = format_labels(labels);
+                let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+                let _ = writeln!(out, "{}{braces} {value}", g.name);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let m = Metrics::default();
+        m.record_http("/health", 200, Duration::from_micros(300));
+        m.record_http("/health", 200, Duration::from_millis(20));
+        m.record_http("/health", 404, Duration::from_secs(60));
+        let g = Gauge { name: "energyload_db_size_bytes", help: "x", series: vec![(vec![], 4096.0)] };
+        let text = m.render(&[g]);
+        assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"200\"} 2\n"));
+        assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"404\"} 1\n"));
+        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1\n"));
+        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.025\"} 2\n"));
+        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3\n"));
+        assert!(text.contains("energyload_http_request_duration_seconds_count{route=\"/health\"} 3\n"));
+        assert!(text.contains("# TYPE energyload_db_size_bytes gauge\nenergyload_db_size_bytes 4096\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(format_labels(&vec![("a", "x\"y\\z\n".into())]), "a=\"x\\\"y\\\\z\\n\"");
+    }
+}

@@ -39,7 +39,13 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
             .map_err(|e| format!("log.dir {}: {e}", dir.display()))?;
         let (writer, guard) = tracing_appender::non_blocking(appender);
         let layer = if json {
-            fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(writer).with_filter(filter()?).boxed()
+            fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(writer)
+                .with_filter(filter()?)
+                .boxed()
         } else {
             fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter()?).boxed()
         };
@@ -47,10 +53,6 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
     } else {
         (None, None)
     };
-    tracing_subscriber::registry()
-        .with(stdout)
-        .with(file_layer)
-        .try_init()
-        .map_err(|e| e.to_string())?;
+    tracing_subscriber::registry().with(stdout).with(file_layer).try_init().map_err(|e| e.to_string())?;
     Ok(LogGuard { _file: guard })
 }

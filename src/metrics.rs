@@ -156,8 +156,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Records one answered HTTP request.
     pub fn record_http(&self, route: &'static str, status: u16, elapsed: Duration) {
-        self.http_requests
-            .inc(&vec![("route", route.to_string()), ("status", status.to_string())]);
+        self.http_requests.inc(&vec![("route", route.to_string()), ("status", status.to_string())]);
         self.http_duration.observe(&vec![("route", route.to_string())], elapsed);
     }
 
@@ -192,9 +191,19 @@ mod tests {
         let text = m.render(&[g]);
         assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"200\"} 2\n"));
         assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"404\"} 1\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.025\"} 2\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3\n"));
+        assert!(text.contains(
+            "energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1\n"
+        ));
+        assert!(
+            text.contains(
+                "energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.025\"} 2\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3\n"
+            )
+        );
         assert!(text.contains("energyload_http_request_duration_seconds_count{route=\"/health\"} 3\n"));
         assert!(text.contains("# TYPE energyload_db_size_bytes gauge\nenergyload_db_size_bytes 4096\n"));
     }

@@ -4,6 +4,8 @@
 
 mod ops;
 
+pub use ops::OPENAPI_JSON;
+
 use hyper::Request;
 use hyper::body::Incoming;
 
@@ -43,7 +45,11 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// Runs the handler for `endpoint`.
-pub async fn dispatch(endpoint: Endpoint, ctx: RequestContext, _req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn dispatch(
+    endpoint: Endpoint,
+    ctx: RequestContext,
+    _req: Request<Incoming>,
+) -> Result<Response, ApiError> {
     match endpoint {
         Endpoint::Health => Ok(ops::health()),
         Endpoint::Healthz => Ok(ops::healthz()),

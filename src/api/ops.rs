@@ -40,7 +40,11 @@ pub fn metrics(ctx: &RequestContext) -> Response {
         help: "Bytes on disk of the database and its WAL.",
         series: vec![(vec![], state.storage.db_size_bytes() as f64)],
     }];
-    response::with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(&gauges))
+    response::with_body(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        state.metrics.render(&gauges),
+    )
 }
 
 /// `GET /readyz`: `200` when the database takes writes, migrations are

@@ -43,9 +43,7 @@ impl FromStr for Duration {
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h, d)"))?;
         let (number, unit) = s.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("duration {s:?} must start with a whole number"))?;
+        let n: u64 = number.parse().map_err(|_| format!("duration {s:?} must start with a whole number"))?;
         let ms_per_unit: u64 = match unit {
             "ms" => 1,
             "s" => 1_000,
@@ -65,15 +63,11 @@ impl fmt::Display for Duration {
         let ms = self.0.as_millis();
         let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
         for (size, unit) in units {
-            if ms != 0 && ms % size == 0 {
+            if ms != 0 && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
-        if ms == 0 {
-            f.write_str("0s")
-        } else {
-            write!(f, "{ms}ms")
-        }
+        if ms == 0 { f.write_str("0s") } else { write!(f, "{ms}ms") }
     }
 }
 
@@ -167,9 +161,7 @@ impl FromStr for IpNetwork {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or network"))?;
         let addr = canonical(addr);
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {

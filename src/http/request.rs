@@ -96,15 +96,16 @@ pub fn accepts_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.split(';').next().unwrap_or("").trim() == "application/json"))
 }
 
+/// The body length the client declared with `Content-Length`, if any.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
 /// Reads the whole body, refusing with `413` as soon as it exceeds `limit`
 /// (by `Content-Length` before reading anything, or while reading a chunked
 /// body).
 pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);

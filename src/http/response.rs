@@ -32,9 +32,11 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
         Ok(body) => with_body(status, "application/json", body),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise response");
-            with_body(StatusCode::INTERNAL_SERVER_ERROR, "application/json", Bytes::from_static(
-                br#"{"error":{"code":"InternalServerError","message":"internal error"}}"#,
-            ))
+            with_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                Bytes::from_static(br#"{"error":{"code":"InternalServerError","message":"internal error"}}"#),
+            )
         }
     }
 }

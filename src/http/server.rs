@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::request::{client_ip, request_id};
+use super::request::{client_ip, declared_length, request_id};
 use super::router::RouteMatch;
 use super::{ApiError, RequestContext, Response};
 use crate::app::AppState;
@@ -86,6 +86,11 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     let span = tracing::info_span!("request", id = %request_id);
 
     let (route_label, result) = match state.router.find(req.method(), req.uri().path()) {
+        RouteMatch::Found { route, .. }
+            if declared_length(req.headers()).is_some_and(|n| n > state.config.server.max_body_bytes) =>
+        {
+            (route.path, Err(ApiError::too_large(state.config.server.max_body_bytes)))
+        }
         RouteMatch::Found { route, params } => {
             let ctx = RequestContext {
                 state: state.clone(),

@@ -15,16 +15,17 @@ use super::StorageError;
 /// Writes a snapshot of `src` to `dest` and returns its size in bytes.
 pub fn snapshot_to_file(src: &Connection, dest: &Path) -> Result<u64, StorageError> {
     let io = |context: String| move |source| StorageError::Io { context, source };
-    let file_name = dest
-        .file_name()
-        .ok_or_else(|| io(format!("{} is not a file path", dest.display()))(std::io::ErrorKind::InvalidInput.into()))?;
+    let file_name = dest.file_name().ok_or_else(|| {
+        io(format!("{} is not a file path", dest.display()))(std::io::ErrorKind::InvalidInput.into())
+    })?;
     let tmp = dest.with_file_name(format!(".{}.partial-{}", file_name.to_string_lossy(), std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut out = Connection::open(&tmp)?;
         {
             let backup = Backup::new(src, &mut out)?;
-            backup.run_to_completion(-1, Duration::ZERO, None)?;
+            // All pages in one step: one read transaction, one point in time.
+            backup.run_to_completion(i32::MAX, Duration::ZERO, None)?;
         }
         // A standalone file: no WAL beside it.
         out.pragma_update(None, "journal_mode", "DELETE")?;

@@ -1,0 +1,145 @@
+//! The operator's contract on the command line: configuration errors in one
+//! line naming key and source, `config check` with secrets redacted, start-up
+//! without any config file, `--help` with examples.
+
+use std::process::Command;
+
+use crate::common::http::request;
+use crate::common::process::{ChildServer, bin, run_cli};
+
+fn stderr_line(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(text.lines().count(), 1, "expected exactly one line: {text:?}");
+    text
+}
+
+#[test]
+fn serve_with_an_impossible_port_names_the_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:70000\"\n").unwrap();
+    let out = run_cli(&file, &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = stderr_line(&out);
+    assert!(line.contains("server.listen"), "{line}");
+    assert!(line.contains(file.to_str().unwrap()), "{line}");
+}
+
+#[test]
+fn serve_with_an_unknown_key_or_wrong_type_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[delivery]\nworkerz = 3\n").unwrap();
+    let line = stderr_line(&run_cli(&file, &["serve"]));
+    assert!(line.contains("delivery.workerz"), "{line}");
+
+    std::fs::write(&file, "[auth]\ntoken_ttl = 3600\n").unwrap();
+    let line = stderr_line(&run_cli(&file, &["serve"]));
+    assert!(line.contains("auth.token_ttl"), "{line}");
+
+    std::fs::write(&file, "[server\n").unwrap();
+    let line = stderr_line(&run_cli(&file, &["serve"]));
+    assert!(line.contains("line 1"), "{line}");
+}
+
+#[test]
+fn a_bad_environment_override_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("ENERGYLOAD_STORAGE_SYNCHRONOUS", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("storage.synchronous") && line.contains("ENERGYLOAD_STORAGE_SYNCHRONOUS"),
+        "{line}"
+    );
+}
+
+#[test]
+fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("post-password");
+    std::fs::write(&secret_file, "file-secret-42\n").unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[esight]\npassword = \"inline-secret-17\"\ntimeout = \"5s\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .env("ENERGYLOAD_ESIGHT_POST_PASSWORD_FILE", &secret_file)
+        .env("ENERGYLOAD_DELIVERY_WORKERS", "7")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("inline-secret-17") && !text.contains("file-secret-42"), "{text}");
+    assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+    let effective: toml::Table = text.parse().unwrap();
+    assert_eq!(effective["delivery"]["workers"].as_integer(), Some(7));
+    assert_eq!(effective["esight"]["timeout"].as_str(), Some("5s"));
+
+    std::fs::write(&file, "[esight]\ntimeout = \"soon\"\n").unwrap();
+    let out = run_cli(&file, &["config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("esight.timeout"));
+}
+
+#[test]
+fn the_repository_config_file_documents_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let loaded = energyload::config::load(Some(std::path::Path::new(path)), Vec::new()).unwrap();
+    let documented = toml::to_string(&loaded.config).unwrap();
+    let defaults = toml::to_string(&energyload::config::Config::default()).unwrap();
+    assert_eq!(documented, defaults);
+    let text = std::fs::read_to_string(path).unwrap();
+    for (section, keys) in
+        toml::Value::try_from(energyload::config::Config::default()).unwrap().as_table().unwrap()
+    {
+        assert!(text.contains(&format!("[{section}]")), "section {section} undocumented");
+        for key in keys.as_table().unwrap().keys() {
+            let line = text.lines().position(|l| l.trim_start_matches("# ").starts_with(&format!("{key} =")));
+            let line = line.unwrap_or_else(|| panic!("{section}.{key} is not in config.toml"));
+            let above = text.lines().nth(line - 1).unwrap();
+            assert!(above.starts_with('#'), "{section}.{key} has no comment above it");
+        }
+    }
+}
+
+#[test]
+fn serve_without_any_config_file_serves_health_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start_with(
+        Command::new(bin())
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("ENERGYLOAD_SERVER_LISTEN", "127.0.0.1:0")
+            .env("ENERGYLOAD_STORAGE_MIN_FREE_BYTES", "1048576")
+            .env("ENERGYLOAD_LOG_FORMAT", "json"),
+    );
+    assert_eq!(request("GET", &format!("{}/health", server.base()), &[], None).status, 200);
+    assert_eq!(request("GET", &format!("{}/readyz", server.base()), &[], None).status, 200);
+    assert!(dir.path().join("data/energyload.db").is_file(), "default data dir ./data");
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("data/logs")).unwrap().collect();
+    assert_eq!(logs.len(), 1, "one daily log file");
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for cmd in [&["serve"][..], &["migrate"], &["config", "check"], &["backup"], &["version"]] {
+        let out = Command::new(bin()).args(cmd).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{cmd:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Examples:"), "{cmd:?}: {text}");
+        assert!(text.contains("--config"), "{cmd:?}: {text}");
+    }
+    let out = Command::new(bin()).arg("version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("energyload {}", env!("CARGO_PKG_VERSION")))
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests through the real server: one binary, one module per
+//! capability (zero2prod's `tests/api/` layout).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli_config;
+mod limits;
+mod openapi;
+mod ops;
+mod shutdown;
+mod static_binary;
+mod storage;

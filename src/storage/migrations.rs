@@ -7,7 +7,11 @@ use rusqlite::Connection;
 use super::StorageError;
 
 /// The migrations, in order. Never edit a released one: add a new file.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_meta.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_meta.sql"),
+    include_str!("migrations/0002_identity.sql"),
+    include_str!("migrations/0003_messages.sql"),
+];
 
 /// The schema version this binary writes.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -2,9 +2,14 @@
 //! pragmas and schema migrations. Only this module (and its children)
 //! contains SQL; callers get small typed functions.
 
+pub mod audit;
 mod backup;
 mod error;
+pub mod identity;
+pub mod ids;
+pub mod ingest;
 mod lock;
+pub mod messages;
 mod migrations;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +38,8 @@ pub type PooledConn = PooledConnection<SqliteConnectionManager>;
 pub struct Storage {
     pool: Pool<SqliteConnectionManager>,
     data_dir: PathBuf,
+    sync: &'static str,
+    busy: Duration,
 }
 
 impl Storage {
@@ -60,12 +67,20 @@ impl Storage {
             .min_idle(Some(1))
             .connection_timeout(busy.max(Duration::from_secs(1)))
             .build(manager)?;
-        let storage = Self { pool, data_dir: cfg.data_dir.clone() };
+        let storage = Self { pool, data_dir: cfg.data_dir.clone(), sync, busy };
         let status = storage.schema_status()?;
         if status.current > status.latest {
             return Err(StorageError::TooNew { found: status.current, supported: status.latest });
         }
         Ok(storage)
+    }
+
+    /// A dedicated connection outside the pool, with the same pragmas, for a
+    /// thread that owns its connection (the ingest writer, delivery workers).
+    pub fn open_connection(&self) -> Result<Connection, StorageError> {
+        let mut c = Connection::open(self.db_path())?;
+        configure_connection(&mut c, self.sync, self.busy)?;
+        Ok(c)
     }
 
     /// A connection from the pool. Blocks: call from a blocking context.

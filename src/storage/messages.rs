@@ -1,0 +1,98 @@
+//! Typed queries on `messages`: the group-commit insert used by the ingest
+//! writer, and the reads behind the message lists.
+
+use rusqlite::{Transaction, params};
+
+use super::StorageError;
+use super::ids::IdGenerator;
+
+/// A validated message ready to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// `header.messageId`.
+    pub message_id: String,
+    /// Hash of the content, for idempotency.
+    pub content_hash: [u8; 32],
+    /// Meter id from `header.gatewayUrn`.
+    pub meter_id: String,
+    /// Site id from `header.gatewayUrn`.
+    pub site_id: String,
+    /// Local market from `header.gatewayTypeUrn`.
+    pub local_market: String,
+    /// Data feed type from `header.gatewayTypeUrn`.
+    pub data_feed_type: String,
+    /// Number of datapoints.
+    pub datapoints: i64,
+    /// The JSON as received.
+    pub body: bytes::Bytes,
+}
+
+/// What storing one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored as a new `pending` message.
+    Inserted(i64),
+    /// The same messageId with the same content was stored before.
+    Duplicate(i64),
+    /// The same messageId was stored before with different content.
+    Conflict(i64),
+}
+
+/// Stores `items` inside `tx`, checking idempotency item by item (so that
+/// repeats within one batch are caught too).
+pub fn store_batch(
+    tx: &Transaction<'_>,
+    ids: &mut IdGenerator,
+    now: i64,
+    items: &[NewMessage],
+) -> Result<Vec<StoreOutcome>, StorageError> {
+    let mut find = tx.prepare_cached("SELECT id, content_hash FROM messages WHERE message_id = ?1")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (id, message_id, content_hash, status, meter_id, site_id, local_market,
+                               data_feed_type, datapoints, body, created_at, updated_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+    )?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for m in items {
+        let existing = find
+            .query_row([&m.message_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+        let outcome = match existing {
+            Some((id, hash)) if hash == m.content_hash => StoreOutcome::Duplicate(id),
+            Some((id, _)) => StoreOutcome::Conflict(id),
+            None => {
+                let id = ids.next_id(now);
+                insert.execute(params![
+                    id,
+                    m.message_id,
+                    &m.content_hash[..],
+                    m.meter_id,
+                    m.site_id,
+                    m.local_market,
+                    m.data_feed_type,
+                    m.datapoints,
+                    &m.body[..],
+                    now
+                ])?;
+                StoreOutcome::Inserted(id)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// The largest message id stored (0 when empty).
+pub fn max_id(conn: &rusqlite::Connection) -> Result<i64, StorageError> {
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0))?)
+}
+
+/// Messages that are `pending` or `delivering`.
+pub fn count_open(conn: &rusqlite::Connection) -> Result<i64, StorageError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM messages WHERE status IN ('pending', 'delivering')",
+        [],
+        |r| r.get(0),
+    )?)
+}

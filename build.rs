@@ -20,7 +20,11 @@ fn main() {
     let secs = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
     println!("cargo:rustc-env=ENERGYLOAD_BUILD_TIME={}", rfc3339(secs));
 
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");

@@ -68,7 +68,9 @@ impl App {
         .await
         .map_err(|_| StorageError::TaskFailed)??;
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
         let state = Arc::new(AppState {
             config,
             storage,
@@ -76,12 +78,18 @@ impl App {
             router: Router::new(crate::api::ROUTES),
             started: Instant::now(),
         });
-        Ok(Self { listener, state, _lock: lock })
+        Ok(Self {
+            listener,
+            state,
+            _lock: lock,
+        })
     }
 
     /// The bound address (with the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The bound port.
@@ -96,8 +104,15 @@ impl App {
 
     /// Serves until `shutdown` resolves, drains in-flight requests, then
     /// checkpoints the WAL so the database file stands alone.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        let Self { listener, state, _lock } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let Self {
+            listener,
+            state,
+            _lock,
+        } = self;
         tracing::info!(addr = %listener.local_addr().map_err(|source| AppError::Bind { addr: state.config.server.listen, source })?, "listening");
         crate::http::server::serve(listener, state.clone(), shutdown).await;
         let storage = state.storage.clone();

@@ -40,8 +40,14 @@ mod tests {
 
     #[test]
     fn parses_offsets_to_utc() {
-        assert_eq!(parse_rfc3339_millis("2026-11-23T11:15:00.123+01:00"), Some(1_795_428_900_123));
-        assert_eq!(parse_rfc3339_millis("2021-01-31T00:15:00Z"), Some(1_612_052_100_000));
+        assert_eq!(
+            parse_rfc3339_millis("2026-11-23T11:15:00.123+01:00"),
+            Some(1_795_428_900_123)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2021-01-31T00:15:00Z"),
+            Some(1_612_052_100_000)
+        );
         assert_eq!(parse_rfc3339_millis("yesterday"), None);
     }
 }

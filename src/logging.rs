@@ -20,12 +20,24 @@ pub struct LogGuard {
 /// Installs the global subscriber. With `to_files`, also writes daily files
 /// under the configured log directory.
 pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
-    let filter = || EnvFilter::builder().parse(&config.log.level).map_err(|e| format!("log.level: {e}"));
+    let filter = || {
+        EnvFilter::builder()
+            .parse(&config.log.level)
+            .map_err(|e| format!("log.level: {e}"))
+    };
     let json = config.log.format == LogFormat::Json;
     let stdout = if json {
-        fmt::layer().json().with_current_span(true).with_span_list(false).with_filter(filter()?).boxed()
+        fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter()?)
+            .boxed()
     } else {
-        fmt::layer().with_ansi(std::io::stdout().is_terminal()).with_filter(filter()?).boxed()
+        fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_filter(filter()?)
+            .boxed()
     };
     let (file_layer, guard) = if to_files {
         let dir = config.log_dir();
@@ -39,9 +51,19 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
             .map_err(|e| format!("log.dir {}: {e}", dir.display()))?;
         let (writer, guard) = tracing_appender::non_blocking(appender);
         let layer = if json {
-            fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(writer).with_filter(filter()?).boxed()
+            fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(writer)
+                .with_filter(filter()?)
+                .boxed()
         } else {
-            fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter()?).boxed()
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(writer)
+                .with_filter(filter()?)
+                .boxed()
         };
         (Some(layer), Some(guard))
     } else {

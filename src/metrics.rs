@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// A latency histogram with fixed buckets.
 #[derive(Default)]
@@ -40,11 +41,18 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {count}");
@@ -60,7 +68,10 @@ fn format_labels(labels: &Labels) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s
@@ -76,13 +87,22 @@ pub struct Family<T> {
 impl<T: Default> Family<T> {
     /// An empty family.
     pub fn new(name: &'static str, help: &'static str) -> Self {
-        Self { name, help, series: RwLock::new(BTreeMap::new()) }
+        Self {
+            name,
+            help,
+            series: RwLock::new(BTreeMap::new()),
+        }
     }
 
     /// Runs `f` on the series for `labels`, creating it on first use.
     pub fn with(&self, labels: &Labels, f: impl FnOnce(&T)) {
         let key = format_labels(labels);
-        if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return f(series);
         }
         let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
@@ -99,9 +119,18 @@ impl Family<AtomicU64> {
     }
 
     fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} counter",
+            self.name, self.help, self.name
+        );
         for (labels, c) in self.series.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "{}{{{labels}}} {}", self.name, c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{}{{{labels}}} {}",
+                self.name,
+                c.load(Ordering::Relaxed)
+            );
         }
     }
 }
@@ -113,7 +142,11 @@ impl Family<Histogram> {
     }
 
     fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", self.name, self.help, self.name);
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} histogram",
+            self.name, self.help, self.name
+        );
         for (labels, h) in self.series.read().unwrap_or_else(|e| e.into_inner()).iter() {
             h.render(out, self.name, labels);
         }
@@ -156,9 +189,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Records one answered HTTP request.
     pub fn record_http(&self, route: &'static str, status: u16, elapsed: Duration) {
-        self.http_requests
-            .inc(&vec![("route", route.to_string()), ("status", status.to_string())]);
-        self.http_duration.observe(&vec![("route", route.to_string())], elapsed);
+        self.http_requests.inc(&vec![
+            ("route", route.to_string()),
+            ("status", status.to_string()),
+        ]);
+        self.http_duration
+            .observe(&vec![("route", route.to_string())], elapsed);
     }
 
     /// The exposition text, with `gauges` computed by the caller appended.
@@ -170,7 +206,11 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
             for (labels, value) in &g.series {
                 let labels = format_labels(labels);
-                let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+                let braces = if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{labels}}}")
+                };
                 let _ = writeln!(out, "{}{braces} {value}", g.name);
             }
         }
@@ -188,19 +228,40 @@ mod tests {
         m.record_http("/health", 200, Duration::from_micros(300));
         m.record_http("/health", 200, Duration::from_millis(20));
         m.record_http("/health", 404, Duration::from_secs(60));
-        let g = Gauge { name: "energyload_db_size_bytes", help: "x", series: vec![(vec![], 4096.0)] };
+        let g = Gauge {
+            name: "energyload_db_size_bytes",
+            help: "x",
+            series: vec![(vec![], 4096.0)],
+        };
         let text = m.render(&[g]);
-        assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"200\"} 2\n"));
-        assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"404\"} 1\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.025\"} 2\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3\n"));
-        assert!(text.contains("energyload_http_request_duration_seconds_count{route=\"/health\"} 3\n"));
-        assert!(text.contains("# TYPE energyload_db_size_bytes gauge\nenergyload_db_size_bytes 4096\n"));
+        assert!(
+            text.contains("energyload_http_requests_total{route=\"/health\",status=\"200\"} 2\n")
+        );
+        assert!(
+            text.contains("energyload_http_requests_total{route=\"/health\",status=\"404\"} 1\n")
+        );
+        assert!(text.contains(
+            "energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.025\"} 2\n"
+        ));
+        assert!(text.contains(
+            "energyload_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(
+            text.contains("energyload_http_request_duration_seconds_count{route=\"/health\"} 3\n")
+        );
+        assert!(
+            text.contains("# TYPE energyload_db_size_bytes gauge\nenergyload_db_size_bytes 4096\n")
+        );
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(format_labels(&vec![("a", "x\"y\\z\n".into())]), "a=\"x\\\"y\\\\z\\n\"");
+        assert_eq!(
+            format_labels(&vec![("a", "x\"y\\z\n".into())]),
+            "a=\"x\\\"y\\\\z\\n\""
+        );
     }
 }

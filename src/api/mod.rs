@@ -28,7 +28,11 @@ pub enum Endpoint {
 }
 
 const fn route(verb: Verb, path: &'static str, endpoint: Endpoint) -> Route {
-    Route { verb, path, endpoint }
+    Route {
+        verb,
+        path,
+        endpoint,
+    }
 }
 
 /// The route table. `tests/api/openapi.rs` keeps it and `assets/openapi.json`
@@ -43,7 +47,11 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// Runs the handler for `endpoint`.
-pub async fn dispatch(endpoint: Endpoint, ctx: RequestContext, _req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn dispatch(
+    endpoint: Endpoint,
+    ctx: RequestContext,
+    _req: Request<Incoming>,
+) -> Result<Response, ApiError> {
     match endpoint {
         Endpoint::Health => Ok(ops::health()),
         Endpoint::Healthz => Ok(ops::healthz()),

@@ -40,7 +40,11 @@ pub fn metrics(ctx: &RequestContext) -> Response {
         help: "Bytes on disk of the database and its WAL.",
         series: vec![(vec![], state.storage.db_size_bytes() as f64)],
     }];
-    response::with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(&gauges))
+    response::with_body(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        state.metrics.render(&gauges),
+    )
 }
 
 /// `GET /readyz`: `200` when the database takes writes, migrations are
@@ -75,14 +79,22 @@ pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
         });
     let floor = state.config.storage.min_free_bytes;
     let storage = match state.storage.free_disk_bytes() {
-        Ok(free) if free >= floor => json!({"status": "ok", "free_bytes": free, "min_free_bytes": floor}),
+        Ok(free) if free >= floor => {
+            json!({"status": "ok", "free_bytes": free, "min_free_bytes": floor})
+        }
         Ok(free) => json!({"status": "fail", "free_bytes": free, "min_free_bytes": floor,
                            "reason": "free disk is below storage.min_free_bytes"}),
         Err(_) => json!({"status": "fail", "reason": "free disk space cannot be read"}),
     };
     let checks = json!({"database": database, "storage": storage, "migrations": migrations});
-    let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
+    let ok = checks
+        .as_object()
+        .is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
     let body: Value = json!({"status": if ok { "ok" } else { "fail" }, "checks": checks});
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Ok(response::json(status, &body))
 }

@@ -13,7 +13,8 @@ pub fn run(loaded: &LoadedConfig, dest: &Path) -> ExitCode {
     if !db.is_file() {
         return super::fail(format!("there is no database at {}", db.display()));
     }
-    let result = Storage::open(&loaded.config.storage).and_then(|s| snapshot_to_file(&*s.conn()?, dest));
+    let result =
+        Storage::open(&loaded.config.storage).and_then(|s| snapshot_to_file(&*s.conn()?, dest));
     match result {
         Ok(bytes) => {
             println!("backup written to {} ({bytes} bytes)", dest.display());

@@ -9,8 +9,13 @@ pub fn check(explicit: Option<&Path>) -> ExitCode {
     match crate::config::load(explicit, std::env::vars()) {
         Ok(loaded) => {
             match &loaded.file {
-                Some(f) => println!("# effective configuration (file {} + defaults + environment)", f.display()),
-                None => println!("# effective configuration (defaults + environment; no config file)"),
+                Some(f) => println!(
+                    "# effective configuration (file {} + defaults + environment)",
+                    f.display()
+                ),
+                None => {
+                    println!("# effective configuration (defaults + environment; no config file)")
+                }
             }
             match toml::to_string(&loaded.config) {
                 Ok(text) => {

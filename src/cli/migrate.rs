@@ -17,7 +17,10 @@ pub fn run(loaded: &LoadedConfig) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((before, after)) => {
-            println!("migrated schema from version {} to {}", before.current, after.current);
+            println!(
+                "migrated schema from version {} to {}",
+                before.current, after.current
+            );
             ExitCode::SUCCESS
         }
         Err(e) => super::fail(e),

@@ -27,10 +27,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the appliance: HTTP API, delivery workers, housekeeping.
-    #[command(after_help = "Examples:\n  energyload serve\n  energyload serve --config /etc/energyload/config.toml\n  ENERGYLOAD_SERVER_LISTEN=0.0.0.0:8080 energyload serve")]
+    #[command(
+        after_help = "Examples:\n  energyload serve\n  energyload serve --config /etc/energyload/config.toml\n  ENERGYLOAD_SERVER_LISTEN=0.0.0.0:8080 energyload serve"
+    )]
     Serve,
     /// Apply pending database migrations and exit.
-    #[command(after_help = "Examples:\n  energyload migrate\n  energyload migrate --config /etc/energyload/config.toml")]
+    #[command(
+        after_help = "Examples:\n  energyload migrate\n  energyload migrate --config /etc/energyload/config.toml"
+    )]
     Migrate,
     /// Inspect the configuration.
     #[command(subcommand)]
@@ -49,7 +53,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration (secrets redacted); exit 1 if it is invalid.
-    #[command(after_help = "Examples:\n  energyload config check\n  ENERGYLOAD_LOG_LEVEL=debug energyload config check --config my.toml")]
+    #[command(
+        after_help = "Examples:\n  energyload config check\n  ENERGYLOAD_LOG_LEVEL=debug energyload config check --config my.toml"
+    )]
     Check,
 }
 
@@ -59,7 +65,10 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Version => {
             let b = crate::build_info::as_json();
-            println!("energyload {} (commit {}, built {})", b["version"], b["commit"], b["built"]);
+            println!(
+                "energyload {} (commit {}, built {})",
+                b["version"], b["commit"], b["built"]
+            );
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check) => config_cmd::check(cli.config.as_deref()),

@@ -11,7 +11,10 @@ pub fn run(loaded: LoadedConfig) -> ExitCode {
         Ok(g) => g,
         Err(e) => return super::fail(format!("cannot set up logging: {e}")),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
     };

@@ -98,8 +98,16 @@ struct Layers {
 
 impl Layers {
     fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let source = self.sources.get(key).cloned().unwrap_or(ConfigSource::Default);
-        ConfigError { key: key.to_string(), origin: source, message: message.into() }
+        let source = self
+            .sources
+            .get(key)
+            .cloned()
+            .unwrap_or(ConfigSource::Default);
+        ConfigError {
+            key: key.to_string(),
+            origin: source,
+            message: message.into(),
+        }
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -110,7 +118,9 @@ impl Layers {
             message: format!("cannot read: {e}"),
         })?;
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
             ConfigError {
                 key: format!("(line {line})"),
                 origin: source.clone(),
@@ -123,7 +133,8 @@ impl Layers {
                 return Err(self.error(&section, "must be a [section] of keys"));
             };
             for (key, value) in keys {
-                self.sources.insert(format!("{section}.{key}"), source.clone());
+                self.sources
+                    .insert(format!("{section}.{key}"), source.clone());
                 self.section(&section).insert(key, value);
             }
         }
@@ -136,9 +147,10 @@ impl Layers {
         };
         let source = ConfigSource::Env(var.to_string());
         let lower = rest.to_ascii_lowercase();
-        let Some((section, key)) = lower.split_once('_').filter(|(s, k)| {
-            !k.is_empty() && Config::default_table().contains_key(*s)
-        }) else {
+        let Some((section, key)) = lower
+            .split_once('_')
+            .filter(|(s, k)| !k.is_empty() && Config::default_table().contains_key(*s))
+        else {
             return Err(ConfigError {
                 key: lower,
                 origin: source,
@@ -152,7 +164,10 @@ impl Layers {
     }
 
     fn section(&mut self, name: &str) -> &mut Table {
-        let entry = self.table.entry(name).or_insert_with(|| Value::Table(Table::new()));
+        let entry = self
+            .table
+            .entry(name)
+            .or_insert_with(|| Value::Table(Table::new()));
         match entry {
             Value::Table(t) => t,
             _ => unreachable!("sections are always tables"),
@@ -165,20 +180,32 @@ impl Layers {
             let (section, key) = dotted.split_once('.').expect("dotted key");
             let file_key = format!("{key}_file");
             let file_dotted = format!("{dotted}_file");
-            let Some(Value::Table(keys)) = self.table.get_mut(section) else { continue };
-            let Some(path_value) = keys.remove(&file_key) else { continue };
+            let Some(Value::Table(keys)) = self.table.get_mut(section) else {
+                continue;
+            };
+            let Some(path_value) = keys.remove(&file_key) else {
+                continue;
+            };
             let has_value = keys.contains_key(key);
             let Value::String(path) = path_value else {
                 return Err(self.error(&file_dotted, "must be a file path"));
             };
             if has_value {
-                return Err(self.error(&file_dotted, format!("set either {dotted} or {file_dotted}, not both")));
+                return Err(self.error(
+                    &file_dotted,
+                    format!("set either {dotted} or {file_dotted}, not both"),
+                ));
             }
-            let secret = std::fs::read_to_string(&path)
-                .map_err(|e| self.error(&file_dotted, format!("cannot read secret file {path}: {e}")))?;
+            let secret = std::fs::read_to_string(&path).map_err(|e| {
+                self.error(&file_dotted, format!("cannot read secret file {path}: {e}"))
+            })?;
             let secret = secret.trim_end_matches(['\r', '\n']).to_string();
-            self.section(section).insert(key.to_string(), Value::String(secret));
-            self.sources.insert(dotted.to_string(), ConfigSource::SecretFile(PathBuf::from(path)));
+            self.section(section)
+                .insert(key.to_string(), Value::String(secret));
+            self.sources.insert(
+                dotted.to_string(),
+                ConfigSource::SecretFile(PathBuf::from(path)),
+            );
         }
         Ok(())
     }
@@ -190,7 +217,9 @@ impl Layers {
             let message = e.inner().to_string().replace('\n', " ");
             self.error(&key, message)
         })?;
-        config.validate().map_err(|(key, why)| self.error(key, why))?;
+        config
+            .validate()
+            .map_err(|(key, why)| self.error(key, why))?;
         Ok(config)
     }
 }
@@ -216,7 +245,11 @@ fn typed_env_value(section: &str, key: &str, raw: &str) -> Value {
         .cloned();
     let text = || Value::String(raw.to_string());
     match default {
-        Some(Value::Integer(_)) => raw.trim().parse().map(Value::Integer).unwrap_or_else(|_| text()),
+        Some(Value::Integer(_)) => raw
+            .trim()
+            .parse()
+            .map(Value::Integer)
+            .unwrap_or_else(|_| text()),
         Some(Value::Boolean(_)) => match raw.trim() {
             "true" => Value::Boolean(true),
             "false" => Value::Boolean(false),
@@ -235,7 +268,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -247,8 +283,15 @@ mod tests {
     #[test]
     fn environment_overrides_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let f = write(dir.path(), "c.toml", "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n");
-        let vars = env(&[("ENERGYLOAD_SERVER_MAX_BODY_BYTES", "20"), ("ENERGYLOAD_AUTH_API_KEY_REQUIRED", "false")]);
+        let f = write(
+            dir.path(),
+            "c.toml",
+            "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n",
+        );
+        let vars = env(&[
+            ("ENERGYLOAD_SERVER_MAX_BODY_BYTES", "20"),
+            ("ENERGYLOAD_AUTH_API_KEY_REQUIRED", "false"),
+        ]);
         let c = load(Some(&f), vars).unwrap().config;
         assert_eq!(c.server.listen.port(), 9000);
         assert_eq!(c.server.max_body_bytes, 20);
@@ -259,7 +302,11 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_source() {
         let dir = tempfile::tempdir().unwrap();
-        let f = write(dir.path(), "c.toml", "[server]\nlisten = \"127.0.0.1:70000\"\n");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            "[server]\nlisten = \"127.0.0.1:70000\"\n",
+        );
         let e = load(Some(&f), env(&[])).unwrap_err();
         assert_eq!(e.key, "server.listen");
         assert_eq!(e.origin, ConfigSource::File(f.clone()));
@@ -268,7 +315,10 @@ mod tests {
 
         let e = load(None, env(&[("ENERGYLOAD_DELIVERY_WORKERS", "many")])).unwrap_err();
         assert_eq!(e.key, "delivery.workers");
-        assert_eq!(e.origin, ConfigSource::Env("ENERGYLOAD_DELIVERY_WORKERS".into()));
+        assert_eq!(
+            e.origin,
+            ConfigSource::Env("ENERGYLOAD_DELIVERY_WORKERS".into())
+        );
 
         let f = write(dir.path(), "u.toml", "[server]\nlisten_port = 1\n");
         let e = load(Some(&f), env(&[])).unwrap_err();
@@ -293,7 +343,12 @@ mod tests {
             ("ENERGYLOAD_ESIGHT_PASSWORD_FILE", secret.to_str().unwrap()),
             ("ENERGYLOAD_ESIGHT_PASSWORD", "x"),
         ]);
-        assert!(load(None, both).unwrap_err().to_string().contains("not both"));
+        assert!(
+            load(None, both)
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
     }
 
     #[test]

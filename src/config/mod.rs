@@ -241,7 +241,10 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { msisdn_header: "X-MSISDN".into(), retention_days: 365 }
+        Self {
+            msisdn_header: "X-MSISDN".into(),
+            retention_days: 365,
+        }
     }
 }
 
@@ -271,38 +274,85 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { dir: None, keep_files: 14, level: "info".into(), format: LogFormat::Text }
+        Self {
+            dir: None,
+            keep_files: 14,
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
 impl Config {
     /// The inbox directory, resolved against the data directory.
     pub fn inbox_dir(&self) -> PathBuf {
-        self.inbox.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("inbox"))
+        self.inbox
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("inbox"))
     }
 
     /// The log directory, resolved against the data directory.
     pub fn log_dir(&self) -> PathBuf {
-        self.log.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("logs"))
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("logs"))
     }
 
     /// Checks what types alone cannot: ranges and relations between keys.
     /// Returns the offending key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let s = &self.server;
-        check(s.max_body_bytes >= 1, "server.max_body_bytes", "must be at least 1")?;
-        check(s.max_connections >= 1, "server.max_connections", "must be at least 1")?;
-        check(s.max_header_bytes >= 8192, "server.max_header_bytes", "must be at least 8192")?;
-        check(!s.request_timeout.is_zero(), "server.request_timeout", "must be above 0s")?;
-        check(!s.header_read_timeout.is_zero(), "server.header_read_timeout", "must be above 0s")?;
+        check(
+            s.max_body_bytes >= 1,
+            "server.max_body_bytes",
+            "must be at least 1",
+        )?;
+        check(
+            s.max_connections >= 1,
+            "server.max_connections",
+            "must be at least 1",
+        )?;
+        check(
+            s.max_header_bytes >= 8192,
+            "server.max_header_bytes",
+            "must be at least 8192",
+        )?;
+        check(
+            !s.request_timeout.is_zero(),
+            "server.request_timeout",
+            "must be above 0s",
+        )?;
+        check(
+            !s.header_read_timeout.is_zero(),
+            "server.header_read_timeout",
+            "must be above 0s",
+        )?;
         let st = &self.storage;
         check(st.pool_size >= 1, "storage.pool_size", "must be at least 1")?;
-        check(!st.data_dir.as_os_str().is_empty(), "storage.data_dir", "must not be empty")?;
+        check(
+            !st.data_dir.as_os_str().is_empty(),
+            "storage.data_dir",
+            "must not be empty",
+        )?;
         let a = &self.auth;
         check(!a.token_ttl.is_zero(), "auth.token_ttl", "must be above 0s")?;
-        check((8..=128).contains(&a.min_password_length), "auth.min_password_length", "must be 8 to 128")?;
-        check(a.lockout_failures >= 1, "auth.lockout_failures", "must be at least 1")?;
-        check(!a.lockout_window.is_zero(), "auth.lockout_window", "must be above 0s")?;
+        check(
+            (8..=128).contains(&a.min_password_length),
+            "auth.min_password_length",
+            "must be 8 to 128",
+        )?;
+        check(
+            a.lockout_failures >= 1,
+            "auth.lockout_failures",
+            "must be at least 1",
+        )?;
+        check(
+            !a.lockout_window.is_zero(),
+            "auth.lockout_window",
+            "must be above 0s",
+        )?;
         check(!a.issuer.is_empty(), "auth.issuer", "must not be empty")?;
         check(!a.audience.is_empty(), "auth.audience", "must not be empty")?;
         let e = &self.esight;
@@ -319,22 +369,46 @@ impl Config {
         }
         check(!e.timeout.is_zero(), "esight.timeout", "must be above 0s")?;
         let d = &self.delivery;
-        check((1..=256).contains(&d.workers), "delivery.workers", "must be 1 to 256")?;
-        check(d.max_attempts >= 1, "delivery.max_attempts", "must be at least 1")?;
-        check(!d.backoff_initial.is_zero(), "delivery.backoff_initial", "must be above 0s")?;
+        check(
+            (1..=256).contains(&d.workers),
+            "delivery.workers",
+            "must be 1 to 256",
+        )?;
+        check(
+            d.max_attempts >= 1,
+            "delivery.max_attempts",
+            "must be at least 1",
+        )?;
+        check(
+            !d.backoff_initial.is_zero(),
+            "delivery.backoff_initial",
+            "must be above 0s",
+        )?;
         check(
             d.backoff_initial <= d.backoff_max,
             "delivery.backoff_max",
             "must not be shorter than delivery.backoff_initial",
         )?;
-        check(!self.audit.msisdn_header.is_empty(), "audit.msisdn_header", "must not be empty")?;
+        check(
+            !self.audit.msisdn_header.is_empty(),
+            "audit.msisdn_header",
+            "must not be empty",
+        )?;
         check(
             hyper::header::HeaderName::from_bytes(self.audit.msisdn_header.as_bytes()).is_ok(),
             "audit.msisdn_header",
             "must be a valid HTTP header name",
         )?;
-        check(self.audit.retention_days >= 1, "audit.retention_days", "must be at least 1")?;
-        check(self.log.keep_files >= 1, "log.keep_files", "must be at least 1")?;
+        check(
+            self.audit.retention_days >= 1,
+            "audit.retention_days",
+            "must be at least 1",
+        )?;
+        check(
+            self.log.keep_files >= 1,
+            "log.keep_files",
+            "must be at least 1",
+        )?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(("log.level", format!("is not a valid filter: {e}")));
         }
@@ -343,5 +417,9 @@ impl Config {
 }
 
 fn check(ok: bool, key: &'static str, why: &str) -> Result<(), (&'static str, String)> {
-    if ok { Ok(()) } else { Err((key, why.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err((key, why.to_string()))
+    }
 }

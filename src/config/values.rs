@@ -52,7 +52,11 @@ impl FromStr for Duration {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => return Err(format!("duration {s:?} has unknown unit {unit:?} (ms, s, m, h, d)")),
+            _ => {
+                return Err(format!(
+                    "duration {s:?} has unknown unit {unit:?} (ms, s, m, h, d)"
+                ));
+            }
         };
         n.checked_mul(ms_per_unit)
             .map(Self::from_millis)
@@ -63,7 +67,12 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+        let units = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ];
         for (size, unit) in units {
             if ms != 0 && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
@@ -139,11 +148,15 @@ impl IpNetwork {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -215,7 +228,13 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print_with_units() {
-        for (text, ms) in [("500ms", 500), ("30s", 30_000), ("15m", 900_000), ("1h", 3_600_000), ("0s", 0)] {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("15m", 900_000),
+            ("1h", 3_600_000),
+            ("0s", 0),
+        ] {
             let d: Duration = text.parse().unwrap();
             assert_eq!(d.get().as_millis(), ms);
             assert_eq!(d.to_string(), text);

@@ -23,7 +23,13 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status, a contract code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), fields: Map::new(), headers: Vec::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            fields: Map::new(),
+            headers: Vec::new(),
+        }
     }
 
     /// `400 BadRequest`.
@@ -38,8 +44,12 @@ impl ApiError {
 
     /// `405 MethodNotAllowed` with the `Allow` header.
     pub fn method_not_allowed(allow: HeaderValue) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed on this path")
-            .with_header(hyper::header::ALLOW, allow)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "method not allowed on this path",
+        )
+        .with_header(hyper::header::ALLOW, allow)
     }
 
     /// `413 RequestEntityTooLarge`; the connection is closed, the rest of the
@@ -64,13 +74,24 @@ impl ApiError {
 
     /// `503 ServiceUnavailable` with `Retry-After` in seconds.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
-            .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+        .with_header(
+            hyper::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs),
+        )
     }
 
     /// `500 InternalServerError`; the cause must already be logged.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "internal error",
+        )
     }
 
     /// Adds a response header.

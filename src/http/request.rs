@@ -36,7 +36,10 @@ pub struct RequestContext {
 impl RequestContext {
     /// A path parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -48,7 +51,9 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|id| {
             (1..=128).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         })
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string)
 }
@@ -93,7 +98,10 @@ pub fn accepts_json(headers: &HeaderMap) -> bool {
     headers
         .get(hyper::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.split(';').next().unwrap_or("").trim() == "application/json"))
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.split(';').next().unwrap_or("").trim() == "application/json")
+        })
 }
 
 /// Reads the whole body, refusing with `413` as soon as it exceeds `limit`
@@ -169,7 +177,10 @@ mod tests {
         assert_eq!(request_id(&h), "abc-1.2_3");
         h.insert("x-request-id", HeaderValue::from_static("bad id"));
         assert_ne!(request_id(&h), "bad id");
-        h.insert("x-request-id", HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
         assert_eq!(request_id(&h).len(), 36);
     }
 
@@ -177,10 +188,16 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<IpNetwork> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"),
+        );
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let stranger: IpAddr = "8.8.8.8".parse().unwrap();
-        assert_eq!(client_ip(proxy, &h, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
     }
 
@@ -196,7 +213,17 @@ mod tests {
         let e = parse_json::<Login>(br#"{}"#).unwrap_err();
         assert!(format!("{e:?}").contains("missing field"));
         let deep = "[".repeat(200) + &"]".repeat(200);
-        assert_eq!(parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err().status(), 400);
-        assert_eq!(parse_json::<serde_json::Value>(b"\"\xff\"").unwrap_err().status(), 400);
+        assert_eq!(
+            parse_json::<serde_json::Value>(deep.as_bytes())
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            parse_json::<serde_json::Value>(b"\"\xff\"")
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 }

@@ -15,14 +15,21 @@ pub type Response = hyper::Response<Body>;
 
 /// A complete in-memory body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A response with the given status, content type and body.
-pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+pub fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response {
     let mut r = hyper::Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -32,9 +39,13 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
         Ok(body) => with_body(status, "application/json", body),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise response");
-            with_body(StatusCode::INTERNAL_SERVER_ERROR, "application/json", Bytes::from_static(
-                br#"{"error":{"code":"InternalServerError","message":"internal error"}}"#,
-            ))
+            with_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                Bytes::from_static(
+                    br#"{"error":{"code":"InternalServerError","message":"internal error"}}"#,
+                ),
+            )
         }
     }
 }

@@ -88,7 +88,9 @@ impl Router {
         for (i, (path, routes, allow)) in entries.iter_mut().enumerate() {
             let names: Vec<&str> = routes.iter().map(|r| r.verb.as_str()).collect();
             *allow = HeaderValue::from_str(&names.join(", ")).expect("method names are ASCII");
-            paths.insert(*path, i).unwrap_or_else(|e| panic!("route {path}: {e}"));
+            paths
+                .insert(*path, i)
+                .unwrap_or_else(|e| panic!("route {path}: {e}"));
         }
         Self { paths, entries }
     }
@@ -102,9 +104,16 @@ impl Router {
         match routes.iter().find(|r| r.verb.matches(method)) {
             Some(route) => RouteMatch::Found {
                 route: *route,
-                params: m.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                params: m
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
-            None => RouteMatch::MethodNotAllowed { path: pattern, allow: allow.clone() },
+            None => RouteMatch::MethodNotAllowed {
+                path: pattern,
+                allow: allow.clone(),
+            },
         }
     }
 }

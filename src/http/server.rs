@@ -26,7 +26,11 @@ use crate::app::AppState;
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// waits up to `server.shutdown_timeout` for in-flight requests.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     let server_cfg = &state.config.server;
     let slots = Arc::new(Semaphore::new(server_cfg.max_connections));
     let graceful = GracefulShutdown::new();
@@ -71,7 +75,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     drop(listener);
     let grace = state.config.server.shutdown_timeout.get();
     tracing::info!(grace = ?grace, "stopped accepting; finishing in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
     }
 }
@@ -80,7 +87,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
 async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let request_id = request_id(req.headers());
-    let client_ip = client_ip(peer.ip(), req.headers(), &state.config.server.trusted_proxies);
+    let client_ip = client_ip(
+        peer.ip(),
+        req.headers(),
+        &state.config.server.trusted_proxies,
+    );
     let method = req.method().clone();
     let path_for_log = redact_query(req.uri());
     let span = tracing::info_span!("request", id = %request_id);
@@ -99,11 +110,16 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
             let fut = crate::api::dispatch(route.endpoint, ctx, req).instrument(span.clone());
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(ApiError::unavailable("the request took too long and was abandoned", 1)),
+                Err(_) => Err(ApiError::unavailable(
+                    "the request took too long and was abandoned",
+                    1,
+                )),
             };
             (route.path, result)
         }
-        RouteMatch::MethodNotAllowed { path, allow } => (path, Err(ApiError::method_not_allowed(allow))),
+        RouteMatch::MethodNotAllowed { path, allow } => {
+            (path, Err(ApiError::method_not_allowed(allow)))
+        }
         RouteMatch::NotFound => ("(unmatched)", Err(ApiError::not_found("no such path"))),
     };
     let mut response = result.unwrap_or_else(|e| e.into_response(&request_id));
@@ -112,7 +128,9 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    state.metrics.record_http(route_label, status.as_u16(), elapsed);
+    state
+        .metrics
+        .record_http(route_label, status.as_u16(), elapsed);
     span.in_scope(|| {
         tracing::info!(
             target: "energyload::access",
@@ -134,7 +152,9 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
 /// (an API key) replaced by `<redacted>`.
 fn redact_query(uri: &hyper::Uri) -> String {
     let path = uri.path();
-    let Some(query) = uri.query() else { return path.to_string() };
+    let Some(query) = uri.query() else {
+        return path.to_string();
+    };
     let redacted: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {

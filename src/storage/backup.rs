@@ -15,10 +15,16 @@ use super::StorageError;
 /// Writes a snapshot of `src` to `dest` and returns its size in bytes.
 pub fn snapshot_to_file(src: &Connection, dest: &Path) -> Result<u64, StorageError> {
     let io = |context: String| move |source| StorageError::Io { context, source };
-    let file_name = dest
-        .file_name()
-        .ok_or_else(|| io(format!("{} is not a file path", dest.display()))(std::io::ErrorKind::InvalidInput.into()))?;
-    let tmp = dest.with_file_name(format!(".{}.partial-{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = dest.file_name().ok_or_else(|| {
+        io(format!("{} is not a file path", dest.display()))(
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    })?;
+    let tmp = dest.with_file_name(format!(
+        ".{}.partial-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut out = Connection::open(&tmp)?;
@@ -37,9 +43,14 @@ pub fn snapshot_to_file(src: &Connection, dest: &Path) -> Result<u64, StorageErr
         }
         drop(out);
         let f = std::fs::File::open(&tmp).map_err(io(format!("cannot open {}", tmp.display())))?;
-        f.sync_all().map_err(io(format!("cannot sync {}", tmp.display())))?;
-        let len = f.metadata().map_err(io(format!("cannot stat {}", tmp.display())))?.len();
-        std::fs::rename(&tmp, dest).map_err(io(format!("cannot move snapshot to {}", dest.display())))?;
+        f.sync_all()
+            .map_err(io(format!("cannot sync {}", tmp.display())))?;
+        let len = f
+            .metadata()
+            .map_err(io(format!("cannot stat {}", tmp.display())))?
+            .len();
+        std::fs::rename(&tmp, dest)
+            .map_err(io(format!("cannot move snapshot to {}", dest.display())))?;
         Ok(len)
     })();
     if result.is_err() {

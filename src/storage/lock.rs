@@ -37,8 +37,15 @@ impl DataDirLock {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let pid = pid.trim();
-            let holder = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
-            return Err(StorageError::Locked { path: data_dir.to_path_buf(), holder });
+            let holder = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Err(StorageError::Locked {
+                path: data_dir.to_path_buf(),
+                holder,
+            });
         }
         file.set_len(0).map_err(io("cannot write lock file"))?;
         file.rewind().map_err(io("cannot write lock file"))?;

@@ -31,14 +31,20 @@ impl SchemaStatus {
 /// Reads the database's schema version.
 pub fn status(conn: &Connection) -> Result<SchemaStatus, StorageError> {
     let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    Ok(SchemaStatus { current, latest: LATEST_VERSION })
+    Ok(SchemaStatus {
+        current,
+        latest: LATEST_VERSION,
+    })
 }
 
 /// Applies every pending migration.
 pub fn apply(conn: &mut Connection) -> Result<SchemaStatus, StorageError> {
     let before = status(conn)?;
     if before.current > before.latest {
-        return Err(StorageError::TooNew { found: before.current, supported: before.latest });
+        return Err(StorageError::TooNew {
+            found: before.current,
+            supported: before.latest,
+        });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(before.current as usize) {
         let version = index as u32 + 1;
@@ -68,7 +74,8 @@ mod tests {
     #[test]
     fn refuses_a_newer_database() {
         let mut c = Connection::open_in_memory().unwrap();
-        c.pragma_update(None, "user_version", LATEST_VERSION + 1).unwrap();
+        c.pragma_update(None, "user_version", LATEST_VERSION + 1)
+            .unwrap();
         assert!(matches!(apply(&mut c), Err(StorageError::TooNew { .. })));
     }
 }

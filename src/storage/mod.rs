@@ -60,10 +60,16 @@ impl Storage {
             .min_idle(Some(1))
             .connection_timeout(busy.max(Duration::from_secs(1)))
             .build(manager)?;
-        let storage = Self { pool, data_dir: cfg.data_dir.clone() };
+        let storage = Self {
+            pool,
+            data_dir: cfg.data_dir.clone(),
+        };
         let status = storage.schema_status()?;
         if status.current > status.latest {
-            return Err(StorageError::TooNew { found: status.current, supported: status.latest });
+            return Err(StorageError::TooNew {
+                found: status.current,
+                supported: status.latest,
+            });
         }
         Ok(storage)
     }
@@ -152,9 +158,16 @@ fn configure_connection(c: &mut Connection, sync: &str, busy: Duration) -> rusql
 /// Creates `dir` (and parents) readable only by the owner.
 pub fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let io = |source| StorageError::DataDir { path: dir.to_path_buf(), source };
+    let io = |source| StorageError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
     let meta = std::fs::metadata(dir).map_err(io)?;
     if meta.permissions().mode() & 0o077 != 0 {

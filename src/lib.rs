@@ -8,6 +8,8 @@ pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod domain;
+pub mod esight;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -11,8 +11,10 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::delivery::{DeliveryHandle, DeliveryService};
 use crate::http::router::Router;
 use crate::metrics::Metrics;
+use crate::storage::ingest::IngestWriter;
 use crate::storage::{DataDirLock, Storage, StorageError};
 
 /// Why the appliance could not start or stopped abnormally.
@@ -37,8 +39,12 @@ pub struct AppState {
     pub config: Config,
     /// The database.
     pub storage: Storage,
-    /// Process metrics.
-    pub metrics: Metrics,
+    /// Process metrics (shared with the delivery workers).
+    pub metrics: Arc<Metrics>,
+    /// The group-commit writer for accepted messages.
+    pub ingest: IngestWriter,
+    /// The delivery workers.
+    pub delivery: DeliveryHandle,
     /// The router built from `api::ROUTES`.
     pub router: Router,
     /// When the process started serving.
@@ -49,6 +55,7 @@ pub struct AppState {
 pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
+    workers: DeliveryService,
     _lock: DataDirLock,
 }
 
@@ -57,13 +64,19 @@ impl App {
     /// the data directory or the database is newer than this binary.
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let storage_cfg = config.storage.clone();
-        let (lock, storage) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+        let metrics = Arc::new(Metrics::default());
+        let for_workers = metrics.clone();
+        let worker_config = config.clone();
+        let (lock, storage, workers, ingest) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
             crate::storage::create_private_dir(&storage_cfg.data_dir)?;
             let lock = DataDirLock::acquire(&storage_cfg.data_dir)?;
             let storage = Storage::open(&storage_cfg)?;
             let status = storage.migrate()?;
             tracing::info!(schema_version = status.current, data_dir = %storage_cfg.data_dir.display(), "storage ready");
-            Ok((lock, storage))
+            let workers = DeliveryService::start(&storage, &worker_config, for_workers)?;
+            let wake = workers.handle();
+            let (ingest, _writer_thread) = IngestWriter::start(&storage, move |_| wake.wake())?;
+            Ok((lock, storage, workers, ingest))
         })
         .await
         .map_err(|_| StorageError::TaskFailed)??;
@@ -72,11 +85,13 @@ impl App {
         let state = Arc::new(AppState {
             config,
             storage,
-            metrics: Metrics::default(),
+            metrics,
+            ingest,
+            delivery: workers.handle(),
             router: Router::new(crate::api::ROUTES),
             started: Instant::now(),
         });
-        Ok(Self { listener, state, _lock: lock })
+        Ok(Self { listener, state, workers, _lock: lock })
     }
 
     /// The bound address (with the real port when configured with port 0).
@@ -97,9 +112,10 @@ impl App {
     /// Serves until `shutdown` resolves, drains in-flight requests, then
     /// checkpoints the WAL so the database file stands alone.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        let Self { listener, state, _lock } = self;
+        let Self { listener, state, workers, _lock } = self;
         tracing::info!(addr = %listener.local_addr().map_err(|source| AppError::Bind { addr: state.config.server.listen, source })?, "listening");
         crate::http::server::serve(listener, state.clone(), shutdown).await;
+        tokio::task::spawn_blocking(move || workers.stop()).await.ok();
         let storage = state.storage.clone();
         let checkpoint = storage
             .run(|c| {

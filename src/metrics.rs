@@ -136,6 +136,14 @@ pub struct Metrics {
     pub http_requests: Family<AtomicU64>,
     /// `energyload_http_request_duration_seconds{route}`.
     pub http_duration: Family<Histogram>,
+    /// `energyload_delivery_attempts_total{outcome}`.
+    pub delivery_attempts: Family<AtomicU64>,
+    /// `energyload_esight_request_duration_seconds{endpoint}`.
+    pub esight_duration: Family<Histogram>,
+    /// `energyload_login_failures_total`.
+    pub login_failures: AtomicU64,
+    /// `energyload_rate_limited_total`: requests refused by an API key's rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -149,6 +157,16 @@ impl Default for Metrics {
                 "energyload_http_request_duration_seconds",
                 "Time from request head to response head, by route pattern.",
             ),
+            delivery_attempts: Family::new(
+                "energyload_delivery_attempts_total",
+                "Delivery attempts to eSight, by outcome (delivered, retry, failed).",
+            ),
+            esight_duration: Family::new(
+                "energyload_esight_request_duration_seconds",
+                "Duration of calls to eSight, by endpoint (token, sites, meters, consumption).",
+            ),
+            login_failures: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         }
     }
 }
@@ -165,6 +183,14 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         self.http_requests.render(&mut out);
         self.http_duration.render(&mut out);
+        self.delivery_attempts.render(&mut out);
+        self.esight_duration.render(&mut out);
+        for (name, help, counter) in [
+            ("energyload_login_failures_total", "Failed login attempts.", &self.login_failures),
+            ("energyload_rate_limited_total", "Requests refused by an API key rate limit.", &self.rate_limited),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+        }
         for g in gauges {
             let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
             for (labels, value) in &g.series {

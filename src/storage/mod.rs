@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod backup;
+pub mod delivery;
 mod error;
 pub mod identity;
 pub mod ids;
@@ -49,10 +50,7 @@ impl Storage {
     pub fn open(cfg: &StorageConfig) -> Result<Self, StorageError> {
         create_private_dir(&cfg.data_dir)?;
         let path = cfg.data_dir.join(DB_FILE);
-        let sync = match cfg.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
+        let sync = sync_pragma(cfg.synchronous);
         let busy = cfg.busy_timeout.get();
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(
@@ -80,6 +78,13 @@ impl Storage {
     pub fn open_connection(&self) -> Result<Connection, StorageError> {
         let mut c = Connection::open(self.db_path())?;
         configure_connection(&mut c, self.sync, self.busy)?;
+        Ok(c)
+    }
+
+    /// Like [`Storage::open_connection`] with another `synchronous` setting.
+    pub fn open_connection_with(&self, sync: Synchronous) -> Result<Connection, StorageError> {
+        let mut c = Connection::open(self.db_path())?;
+        configure_connection(&mut c, sync_pragma(sync), self.busy)?;
         Ok(c)
     }
 
@@ -152,6 +157,13 @@ impl Storage {
     pub fn free_disk_bytes(&self) -> std::io::Result<u64> {
         let st = rustix::fs::statvfs(&self.data_dir)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+fn sync_pragma(s: Synchronous) -> &'static str {
+    match s {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
     }
 }
 

@@ -1,0 +1,230 @@
+//! The eSight client: one shared `ureq::Agent` (keep-alive, timeouts), the
+//! access token cache, and the three calls the appliance makes — token,
+//! catalog (sites + meters) and consumption. Blocking: used only from the
+//! delivery worker threads, never from the async executor.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::config::{EsightConfig, Secret};
+use crate::metrics::Metrics;
+
+/// Renew the token this long before eSight says it expires.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+/// The configured eSight endpoints and credentials (all present).
+#[derive(Clone)]
+pub struct Endpoints {
+    token_url: String,
+    sites_url: String,
+    meters_url: String,
+    consumption_url: String,
+    token_auth: String,
+    post_auth: String,
+}
+
+impl Endpoints {
+    /// `None` while any URL or credential is missing from `[esight]`.
+    pub fn from_config(c: &EsightConfig) -> Option<Self> {
+        let basic = |u: &Option<Secret>, p: &Option<Secret>| {
+            let raw = format!("{}:{}", u.as_ref()?.expose(), p.as_ref()?.expose());
+            Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+        };
+        Some(Self {
+            token_url: c.token_url.clone()?,
+            sites_url: c.sites_url.clone()?,
+            meters_url: c.meters_url.clone()?,
+            consumption_url: c.consumption_url.clone()?,
+            token_auth: basic(&c.username, &c.password)?,
+            post_auth: basic(&c.post_username, &c.post_password)?,
+        })
+    }
+}
+
+/// Why a call to eSight did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No answer: connection refused, reset, DNS, timeout.
+    #[error("eSight unreachable: {0}")]
+    Transport(String),
+    /// eSight answered with a non-2xx status.
+    #[error("eSight answered {status}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// `Retry-After`, when given in seconds.
+        retry_after: Option<Duration>,
+    },
+    /// eSight answered 2xx with a body we cannot use.
+    #[error("unusable answer from eSight: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct SiteEntry {
+    #[serde(rename = "SiteCode")]
+    site_code: String,
+}
+
+#[derive(Deserialize)]
+struct MeterEntry {
+    #[serde(rename = "MeterCode")]
+    meter_code: String,
+}
+
+struct Token {
+    value: String,
+    renew_at: Option<Instant>,
+}
+
+/// Site and meter codes known to eSight.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogCodes {
+    /// `SiteCode`s.
+    pub sites: HashSet<String>,
+    /// `MeterCode`s.
+    pub meters: HashSet<String>,
+}
+
+/// The client, shared by all workers.
+pub struct EsightClient {
+    agent: ureq::Agent,
+    endpoints: Endpoints,
+    token: Mutex<Option<Token>>,
+    metrics: Arc<Metrics>,
+}
+
+impl EsightClient {
+    /// A client with `timeout` per call and a keep-alive pool sized for `workers`.
+    pub fn new(endpoints: Endpoints, timeout: Duration, workers: usize, metrics: Arc<Metrics>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_idle_connections(workers * 2 + 4)
+            .max_idle_connections_per_host(workers * 2 + 4)
+            .user_agent(concat!("energyload/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self { agent, endpoints, token: Mutex::new(None), metrics }
+    }
+
+    fn timed<T>(&self, endpoint: &'static str, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = f();
+        self.metrics.esight_duration.observe(&vec![("endpoint", endpoint.to_string())], started.elapsed());
+        out
+    }
+
+    /// A valid access token, fetched when there is none or it is about to expire.
+    fn bearer(&self) -> Result<String, CallError> {
+        let mut slot = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref()
+            && t.renew_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(t.value.clone());
+        }
+        let answer: TokenAnswer = self.timed("token", || {
+            let resp = self
+                .agent
+                .get(&self.endpoints.token_url)
+                .header("Authorization", &self.endpoints.token_auth)
+                .call();
+            read_json(resp)
+        })?;
+        let renew_at = answer.expires_in.map(|secs| {
+            let life = Duration::from_secs(secs);
+            Instant::now() + life.saturating_sub(TOKEN_RENEW_MARGIN.min(life / 2))
+        });
+        *slot = Some(Token { value: answer.access_token.clone(), renew_at });
+        Ok(answer.access_token)
+    }
+
+    fn forget_token(&self) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// GET with the bearer token; on `401` fetches a new token and tries once more.
+    fn get_with_token<T: for<'de> Deserialize<'de>>(&self, endpoint: &'static str, url: &str) -> Result<T, CallError> {
+        for first in [true, false] {
+            let token = self.bearer()?;
+            let result = self.timed(endpoint, || {
+                read_json(self.agent.get(url).header("Authorization", &format!("Bearer {token}")).call())
+            });
+            match result {
+                Err(CallError::Status { status: 401, .. }) if first => self.forget_token(),
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// Fetches the site and meter catalogs.
+    pub fn fetch_catalog(&self) -> Result<CatalogCodes, CallError> {
+        let sites: Vec<SiteEntry> = self.get_with_token("sites", &self.endpoints.sites_url)?;
+        let meters: Vec<MeterEntry> = self.get_with_token("meters", &self.endpoints.meters_url)?;
+        Ok(CatalogCodes {
+            sites: sites.into_iter().map(|s| s.site_code).collect(),
+            meters: meters.into_iter().map(|m| m.meter_code).collect(),
+        })
+    }
+
+    /// POSTs one message; `Ok(status)` for 2xx.
+    pub fn post_consumption(&self, body: &[u8], idempotency_key: &str) -> Result<u16, CallError> {
+        self.timed("consumption", || {
+            let resp = self
+                .agent
+                .post(&self.endpoints.consumption_url)
+                .header("Authorization", &self.endpoints.post_auth)
+                .header("Idempotency-Key", idempotency_key)
+                .content_type("application/json")
+                .send(body);
+            let mut resp = resp.map_err(transport)?;
+            let status = resp.status().as_u16();
+            // Drain so the connection can be reused.
+            let _ = resp.body_mut().with_config().limit(1024 * 1024).read_to_vec();
+            if (200..300).contains(&status) { Ok(status) } else { Err(status_error(&resp, status)) }
+        })
+    }
+}
+
+fn transport(e: ureq::Error) -> CallError {
+    CallError::Transport(e.to_string())
+}
+
+fn status_error<B>(resp: &ureq::http::Response<B>, status: u16) -> CallError {
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    CallError::Status { status, retry_after }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<T, CallError> {
+    let mut resp = resp.map_err(transport)?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let _ = resp.body_mut().with_config().limit(1024 * 1024).read_to_vec();
+        return Err(status_error(&resp, status));
+    }
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| CallError::Invalid(e.to_string()))
+}

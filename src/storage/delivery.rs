@@ -1,0 +1,197 @@
+//! Typed queries for the delivery workers: claim due messages with a lease
+//! (one atomic `UPDATE … RETURNING`), record a batch of outcomes with their
+//! attempt rows in one transaction, release leases left by a crash, and the
+//! pause switch.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::StorageError;
+
+/// A message claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    /// Our id.
+    pub id: i64,
+    /// `header.messageId` as received.
+    pub message_id: String,
+    /// The JSON as received.
+    pub body: Vec<u8>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// Unix ms of acceptance.
+    pub created_at: i64,
+    /// Meter id.
+    pub meter_id: String,
+    /// Site id.
+    pub site_id: String,
+    /// Local market.
+    pub local_market: String,
+}
+
+/// Claims up to `limit` due `pending` messages: they become `delivering`
+/// with `lease_until`, oldest due first.
+pub fn claim_due(
+    conn: &Connection,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+) -> Result<Vec<ClaimedMessage>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE messages SET status = 'delivering', lease_until = ?2, updated_at = ?1
+         WHERE id IN (SELECT id FROM messages
+                      WHERE status = 'pending' AND next_attempt_at <= ?1
+                      ORDER BY next_attempt_at, id LIMIT ?3)
+         RETURNING id, message_id, body, attempts, created_at, meter_id, site_id, local_market",
+    )?;
+    let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
+        Ok(ClaimedMessage {
+            id: r.get(0)?,
+            message_id: r.get(1)?,
+            body: r.get(2)?,
+            attempts: r.get(3)?,
+            created_at: r.get(4)?,
+            meter_id: r.get(5)?,
+            site_id: r.get(6)?,
+            local_market: r.get(7)?,
+        })
+    })?;
+    let mut claimed: Vec<ClaimedMessage> = rows.collect::<Result<_, _>>()?;
+    claimed.sort_by_key(|m| m.id);
+    Ok(claimed)
+}
+
+/// The end state of one claimed message after an attempt (or none).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// eSight took it.
+    Delivered,
+    /// Try again at `next_attempt_at`.
+    Retry {
+        /// Unix ms.
+        next_attempt_at: i64,
+        /// Contract code of the last failure.
+        error_code: String,
+    },
+    /// Given up for good.
+    Failed {
+        /// Contract code.
+        error_code: String,
+    },
+    /// Put back without counting an attempt (circuit open, shutdown, pause).
+    Requeue {
+        /// Unix ms.
+        next_attempt_at: i64,
+    },
+}
+
+/// One attempt to record with its settlement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The message.
+    pub message: i64,
+    /// When the attempt started (Unix ms).
+    pub at: i64,
+    /// How it ended.
+    pub settlement: Settlement,
+    /// eSight's HTTP status, if it answered.
+    pub http_status: Option<u16>,
+    /// What went wrong, for people.
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub duration_ms: i64,
+}
+
+/// Records a batch of settlements and their attempt rows in one transaction.
+pub fn record(conn: &mut Connection, now: i64, batch: &[AttemptRecord]) -> Result<(), StorageError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut attempt = tx.prepare_cached(
+            "INSERT INTO delivery_attempts (message, at, outcome, http_status, error, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut delivered = tx.prepare_cached(
+            "UPDATE messages SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2,
+                    updated_at = ?2, lease_until = NULL, next_attempt_at = NULL,
+                    error_code = NULL, error_message = NULL
+             WHERE id = ?1",
+        )?;
+        let mut retry = tx.prepare_cached(
+            "UPDATE messages SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?3,
+                    updated_at = ?2, lease_until = NULL, error_code = ?4, error_message = ?5
+             WHERE id = ?1",
+        )?;
+        let mut failed = tx.prepare_cached(
+            "UPDATE messages SET status = 'failed', attempts = attempts + 1, updated_at = ?2,
+                    lease_until = NULL, next_attempt_at = NULL, error_code = ?3, error_message = ?4
+             WHERE id = ?1",
+        )?;
+        let mut requeue = tx.prepare_cached(
+            "UPDATE messages SET status = 'pending', next_attempt_at = ?3, updated_at = ?2,
+                    lease_until = NULL
+             WHERE id = ?1 AND status = 'delivering'",
+        )?;
+        for a in batch {
+            let outcome = match &a.settlement {
+                Settlement::Delivered => {
+                    delivered.execute(params![a.message, now])?;
+                    "delivered"
+                }
+                Settlement::Retry { next_attempt_at, error_code } => {
+                    retry.execute(params![a.message, now, next_attempt_at, error_code, a.error])?;
+                    "retry"
+                }
+                Settlement::Failed { error_code } => {
+                    failed.execute(params![a.message, now, error_code, a.error])?;
+                    "failed"
+                }
+                Settlement::Requeue { next_attempt_at } => {
+                    requeue.execute(params![a.message, now, next_attempt_at])?;
+                    continue;
+                }
+            };
+            attempt.execute(params![a.message, a.at, outcome, a.http_status, a.error, a.duration_ms])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Makes every `delivering` message whose lease ended before `before` due
+/// again (at start-up: all of them, since no worker runs yet). Returns how
+/// many were released.
+pub fn release_leases(conn: &Connection, before: i64, now: i64) -> Result<usize, StorageError> {
+    Ok(conn.execute(
+        "UPDATE messages SET status = 'pending', lease_until = NULL, next_attempt_at = ?2, updated_at = ?2
+         WHERE status = 'delivering' AND lease_until < ?1",
+        params![before, now],
+    )?)
+}
+
+/// When the next `pending` message falls due (Unix ms), if any.
+pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StorageError> {
+    Ok(conn
+        .query_row(
+            "SELECT next_attempt_at FROM messages WHERE status = 'pending'
+             ORDER BY next_attempt_at LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Whether delivery is paused (persisted across restarts).
+pub fn is_paused(conn: &Connection) -> Result<bool, StorageError> {
+    let v: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'delivery_paused'", [], |r| r.get(0)).optional()?;
+    Ok(v.as_deref() == Some("1"))
+}
+
+/// Pauses or resumes delivery.
+pub fn set_paused(conn: &Connection, paused: bool) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('delivery_paused', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [if paused { "1" } else { "0" }],
+    )?;
+    Ok(())
+}

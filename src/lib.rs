@@ -14,4 +14,5 @@ pub mod esight;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod simulator;
 pub mod storage;

@@ -187,9 +187,17 @@ impl Metrics {
         self.esight_duration.render(&mut out);
         for (name, help, counter) in [
             ("energyload_login_failures_total", "Failed login attempts.", &self.login_failures),
-            ("energyload_rate_limited_total", "Requests refused by an API key rate limit.", &self.rate_limited),
+            (
+                "energyload_rate_limited_total",
+                "Requests refused by an API key rate limit.",
+                &self.rate_limited,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(Ordering::Relaxed)
+            );
         }
         for g in gauges {
             let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);

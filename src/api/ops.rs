@@ -91,7 +91,8 @@ pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
         json!({"status": "fail", "state": workers.state, "workers": workers.workers,
                "workers_alive": workers.workers_alive, "reason": "a delivery worker has died"})
     };
-    let checks = json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});
+    let checks =
+        json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});
     let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
     let body: Value = json!({"status": if ok { "ok" } else { "fail" }, "checks": checks});
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

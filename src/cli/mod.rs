@@ -45,6 +45,9 @@ enum Command {
         /// Where to write the snapshot.
         file: PathBuf,
     },
+    /// Run the eSight simulator alone (token, catalog, consumption, fault injection).
+    #[command(name = "esight-sim")]
+    EsightSim(crate::simulator::cli::EsightSimArgs),
     /// Print version, git commit and build time.
     #[command(after_help = "Examples:\n  energyload version")]
     Version,
@@ -69,6 +72,7 @@ pub fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check) => config_cmd::check(cli.config.as_deref()),
+        Command::EsightSim(args) => crate::simulator::cli::run(&args),
         command => {
             let loaded = match load_config(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -78,7 +82,9 @@ pub fn run() -> ExitCode {
                 Command::Serve => serve::run(loaded),
                 Command::Migrate => migrate::run(&loaded),
                 Command::Backup { file } => backup::run(&loaded, &file),
-                Command::Version | Command::Config(_) => unreachable!("handled above"),
+                Command::Version | Command::Config(_) | Command::EsightSim(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 /// value between `initial` and `min(max, initial × 2^(attempt−1))` ("full
 /// jitter" above a floor of `initial`), or `retry_after` if eSight asked for
 /// longer.
-pub fn retry_delay(attempt: u32, initial: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
+pub fn retry_delay(
+    attempt: u32,
+    initial: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
     let exp = initial.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)));
     let cap = exp.min(max).max(initial.min(max));
     let floor = initial.min(cap);
@@ -88,7 +93,9 @@ impl CircuitBreaker {
             State::Open { until: Instant::now() + wait, cooldown }
         };
         let next = match *s {
-            State::Closed { failures } if failures + 1 < OPEN_AFTER => State::Closed { failures: failures + 1 },
+            State::Closed { failures } if failures + 1 < OPEN_AFTER => {
+                State::Closed { failures: failures + 1 }
+            }
             State::Closed { .. } => open(self.initial),
             State::Probing { cooldown } => open((cooldown * 2).min(self.max)),
             State::Open { until, cooldown } => State::Open { until, cooldown },

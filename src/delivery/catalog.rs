@@ -84,7 +84,8 @@ impl CatalogCache {
         }
         let codes = client.fetch_catalog()?;
         tracing::info!(sites = codes.sites.len(), meters = codes.meters.len(), "eSight catalog refreshed");
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached { codes, fetched: Instant::now() });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Cached { codes, fetched: Instant::now() });
         Ok(())
     }
 }

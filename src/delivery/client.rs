@@ -154,7 +154,11 @@ impl EsightClient {
     }
 
     /// GET with the bearer token; on `401` fetches a new token and tries once more.
-    fn get_with_token<T: for<'de> Deserialize<'de>>(&self, endpoint: &'static str, url: &str) -> Result<T, CallError> {
+    fn get_with_token<T: for<'de> Deserialize<'de>>(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+    ) -> Result<T, CallError> {
         for first in [true, false] {
             let token = self.bearer()?;
             let result = self.timed(endpoint, || {

@@ -179,7 +179,10 @@ impl DeliveryService {
                 Ok(t) => threads.push(t),
                 Err(source) => {
                     shared.alive.fetch_sub(1, Ordering::AcqRel);
-                    return Err(StorageError::Io { context: "cannot start a delivery worker".into(), source });
+                    return Err(StorageError::Io {
+                        context: "cannot start a delivery worker".into(),
+                        source,
+                    });
                 }
             }
         }

@@ -161,7 +161,11 @@ fn deliver(shared: &Shared, msg: &ClaimedMessage) -> AttemptRecord {
     let body = match rewrite_message_id(&msg.body, &delivery_message_id(&msg.message_id, &id)) {
         Ok(b) => b,
         Err(e) => {
-            return finish(Settlement::Failed { error_code: "InvalidJson".into() }, None, Some(e.to_string()));
+            return finish(
+                Settlement::Failed { error_code: "InvalidJson".into() },
+                None,
+                Some(e.to_string()),
+            );
         }
     };
     let mut result = engine.client.post_consumption(&body, &id);

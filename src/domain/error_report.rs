@@ -82,10 +82,8 @@ impl ErrorReport {
             return Err(invalid(shape));
         }
         let top: TopFields<'_> = serde_json::from_slice(raw).map_err(|_| invalid(shape))?;
-        let esight_id = top
-            .id
-            .and_then(non_blank)
-            .ok_or_else(|| invalid("_id must be a non-empty string"))?;
+        let esight_id =
+            top.id.and_then(non_blank).ok_or_else(|| invalid("_id must be a non-empty string"))?;
         let header = top
             .header
             .filter(|h| h.get().starts_with('{'))
@@ -108,12 +106,7 @@ impl ErrorReport {
                     .ok_or_else(|| invalid(&format!("errors[{index}] must be an object")))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            esight_id,
-            message_id,
-            received_ts: lenient_text(header.received_ts),
-            errors,
-        })
+        Ok(Self { esight_id, message_id, received_ts: lenient_text(header.received_ts), errors })
     }
 
     /// eSight's `_id` for the report: the idempotency key.
@@ -141,10 +134,7 @@ impl ErrorReport {
     /// or nothing after the last one. Not checked further: the caller looks
     /// it up.
     pub fn correlated_id(&self) -> Option<&str> {
-        self.message_id
-            .rsplit_once('_')
-            .map(|(_, id)| id)
-            .filter(|id| !id.is_empty())
+        self.message_id.rsplit_once('_').map(|(_, id)| id).filter(|id| !id.is_empty())
     }
 }
 
@@ -224,10 +214,7 @@ struct ItemFields<'a> {
 }
 
 fn refuse(code: ReportCode, message: &str) -> ReportError {
-    ReportError {
-        code,
-        message: message.to_owned(),
-    }
+    ReportError { code, message: message.to_owned() }
 }
 
 /// `{` and `}` with only whitespace between.
@@ -240,10 +227,7 @@ fn is_empty_object(trimmed: &[u8]) -> bool {
 
 /// A string value, unescaped.
 fn string(raw: &RawValue) -> Option<String> {
-    raw.get()
-        .starts_with('"')
-        .then(|| serde_json::from_str(raw.get()).ok())
-        .flatten()
+    raw.get().starts_with('"').then(|| serde_json::from_str(raw.get()).ok()).flatten()
 }
 
 fn non_blank(raw: &RawValue) -> Option<String> {

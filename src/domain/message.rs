@@ -143,10 +143,7 @@ pub struct ValidationError {
 impl ValidationError {
     /// An error with a code and a message.
     pub fn new(code: ValidationCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -266,9 +263,7 @@ fn invalid(code: ValidationCode, message: impl Into<String>) -> ValidationError 
 
 /// A present, non-blank string field.
 fn text(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(raw_str)
-        .filter(|s| !is_blank(s))
-        .map(|s| s.into_owned())
+    raw.and_then(raw_str).filter(|s| !is_blank(s)).map(|s| s.into_owned())
 }
 
 fn validate(raw: &[u8]) -> Result<Fields, ValidationError> {
@@ -283,19 +278,15 @@ fn validate(raw: &[u8]) -> Result<Fields, ValidationError> {
         .header
         .filter(|h| starts_with(h, b'{'))
         .ok_or_else(|| invalid(InvalidJson, "header must be an object"))?;
-    let header: HeaderFields<'_> = serde_json::from_str(header.get())
-        .map_err(|_| invalid(InvalidJson, "header repeats a field"))?;
+    let header: HeaderFields<'_> =
+        serde_json::from_str(header.get()).map_err(|_| invalid(InvalidJson, "header repeats a field"))?;
     let datapoints = match scanned.gateway_data {
         Some(GatewayData::Object(datapoints)) => datapoints,
         _ => return Err(invalid(InvalidJson, "gatewayData must be an object")),
     };
 
-    let gateway_type_urn = text(header.gateway_type_urn).ok_or_else(|| {
-        invalid(
-            NoGatewayTypeUrn,
-            "header.gatewayTypeUrn must be a non-empty string",
-        )
-    })?;
+    let gateway_type_urn = text(header.gateway_type_urn)
+        .ok_or_else(|| invalid(NoGatewayTypeUrn, "header.gatewayTypeUrn must be a non-empty string"))?;
     let (local_market, data_feed_type) = split_gateway_type_urn(&gateway_type_urn)?;
     let gateway_urn = text(header.gateway_urn)
         .ok_or_else(|| invalid(NoGatewayUrn, "header.gatewayUrn must be a non-empty string"))?;
@@ -358,19 +349,12 @@ fn check_datapoints(datapoints: Option<Datapoints>) -> Result<usize, ValidationE
     let code = ValidationCode::NoDatapointValues;
     match datapoints {
         Some(Datapoints::Array(check)) => match check.first_error {
-            _ if check.count == 0 => Err(invalid(
-                code,
-                "gatewayData.datapointValues must not be empty",
-            )),
-            Some((index, reason)) => Err(invalid(
-                code,
-                format!("gatewayData.datapointValues[{index}] {reason}"),
-            )),
+            _ if check.count == 0 => Err(invalid(code, "gatewayData.datapointValues must not be empty")),
+            Some((index, reason)) => {
+                Err(invalid(code, format!("gatewayData.datapointValues[{index}] {reason}")))
+            }
             None => Ok(check.count),
         },
-        _ => Err(invalid(
-            code,
-            "gatewayData.datapointValues must be a non-empty array",
-        )),
+        _ => Err(invalid(code, "gatewayData.datapointValues must be a non-empty array")),
     }
 }

@@ -112,8 +112,8 @@ mod tests {
     #[test]
     fn statuses_outside_the_table_are_untracked() {
         for status in [
-            0, 100, 200, 204, 301, 302, 402, 407, 408, 414, 418, 421, 424, 451, 502, 505, 508, 510,
-            599, 600, 999,
+            0, 100, 200, 204, 301, 302, 402, 407, 408, 414, 418, 421, 424, 451, 502, 505, 508, 510, 599, 600,
+            999,
         ] {
             assert_eq!(error_code_for_status(status), "UntrackedError", "{status}");
         }
@@ -147,11 +147,7 @@ mod tests {
     #[test]
     fn informational_redirects_and_odd_statuses_fail() {
         for status in [100, 101, 199, 300, 301, 304, 307, 399, 418, 0, 600, 999] {
-            assert_eq!(
-                classify(status),
-                Outcome::Fail("UntrackedError"),
-                "{status}"
-            );
+            assert_eq!(classify(status), Outcome::Fail("UntrackedError"), "{status}");
         }
         assert_eq!(classify(400), Outcome::Fail("BadRequest"));
     }

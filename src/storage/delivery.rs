@@ -181,8 +181,9 @@ pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StorageError> {
 
 /// Whether delivery is paused (persisted across restarts).
 pub fn is_paused(conn: &Connection) -> Result<bool, StorageError> {
-    let v: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'delivery_paused'", [], |r| r.get(0)).optional()?;
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'delivery_paused'", [], |r| r.get(0))
+        .optional()?;
     Ok(v.as_deref() == Some("1"))
 }
 

@@ -2,14 +2,10 @@
 
 use super::*;
 
-const TEMPLATE: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/errorjson/report-template.json"
-));
-const INVALID: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/errorjson/invalid.json"
-));
+const TEMPLATE: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/errorjson/report-template.json"));
+const INVALID: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/errorjson/invalid.json"));
 
 fn code_of(raw: &str) -> ReportCode {
     ErrorReport::parse(raw.as_bytes()).expect_err(raw).code
@@ -20,14 +16,8 @@ fn the_template_parses_and_correlates() {
     let raw = TEMPLATE.replace("<id>", "0190b2c4-7d1e-7000-8000-000000000001");
     let report = ErrorReport::parse(raw.as_bytes()).unwrap();
     assert_eq!(report.esight_id(), "64f0c2a9e1b2c3d4e5f60718");
-    assert_eq!(
-        report.message_id(),
-        "electricity_lu_20210131T0000_0190b2c4-7d1e-7000-8000-000000000001"
-    );
-    assert_eq!(
-        report.correlated_id(),
-        Some("0190b2c4-7d1e-7000-8000-000000000001")
-    );
+    assert_eq!(report.message_id(), "electricity_lu_20210131T0000_0190b2c4-7d1e-7000-8000-000000000001");
+    assert_eq!(report.correlated_id(), Some("0190b2c4-7d1e-7000-8000-000000000001"));
     assert_eq!(report.received_ts(), Some("2021-01-31T00:20:00Z"));
     assert_eq!(report.errors().len(), 1);
     let error = &report.errors()[0];
@@ -96,9 +86,8 @@ fn malformed_reports() {
     ] {
         assert_eq!(code_of(&raw), ReportCode::InvalidJsonReceived, "{raw}");
     }
-    let err =
-        ErrorReport::parse(br#"{"_id":"x","header":{"messageId":"m_1"},"errors":[{},"secret"]}"#)
-            .unwrap_err();
+    let err = ErrorReport::parse(br#"{"_id":"x","header":{"messageId":"m_1"},"errors":[{},"secret"]}"#)
+        .unwrap_err();
     assert_eq!(err.message, "errors[1] must be an object");
 }
 
@@ -133,8 +122,7 @@ fn optional_fields_are_lenient() {
 
 #[test]
 fn an_empty_errors_array_is_accepted() {
-    let report =
-        ErrorReport::parse(br#"{"_id":"x","header":{"messageId":"m_1"},"errors":[]}"#).unwrap();
+    let report = ErrorReport::parse(br#"{"_id":"x","header":{"messageId":"m_1"},"errors":[]}"#).unwrap();
     assert!(report.errors().is_empty());
     assert_eq!(report.received_ts(), None);
 }

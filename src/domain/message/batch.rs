@@ -72,39 +72,26 @@ pub fn parse_batch(body: Bytes) -> Result<Vec<BatchItem>, BatchError> {
     let too_many = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(&body);
     let items = de
-        .deserialize_seq(Items {
-            too_many: &too_many,
-        })
+        .deserialize_seq(Items { too_many: &too_many })
         .and_then(|items| de.end().map(|()| items))
         .map_err(|e| {
             if too_many.get() {
                 BatchError::TooManyItems
             } else {
-                BatchError::InvalidJson {
-                    line: e.line(),
-                    column: e.column(),
-                }
+                BatchError::InvalidJson { line: e.line(), column: e.column() }
             }
         })?;
     Ok(items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| {
-            (
-                index,
-                Message::from_bytes(body.slice_ref(item.get().as_bytes())),
-            )
-        })
+        .map(|(index, item)| (index, Message::from_bytes(body.slice_ref(item.get().as_bytes()))))
         .collect())
 }
 
 fn check_syntax(body: &[u8]) -> Result<(), BatchError> {
     serde_json::from_slice::<IgnoredAny>(body)
         .map(|_| ())
-        .map_err(|e| BatchError::InvalidJson {
-            line: e.line(),
-            column: e.column(),
-        })
+        .map_err(|e| BatchError::InvalidJson { line: e.line(), column: e.column() })
 }
 
 /// Collects the raw items of the top-level array, failing (and setting the

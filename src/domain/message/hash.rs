@@ -57,27 +57,15 @@ mod tests {
 
     #[test]
     fn whitespace_inside_strings_counts() {
-        assert_ne!(
-            content_hash(br#"{"a":"x y"}"#),
-            content_hash(br#"{"a":"xy"}"#)
-        );
-        assert_ne!(
-            content_hash(br#"{"a":"x\" y"}"#),
-            content_hash(br#"{"a":"x\"y"}"#)
-        );
-        assert_ne!(
-            content_hash(br#"{"a":"x\\"  }"#),
-            content_hash(br#"{"a":"x\\ "}"#)
-        );
+        assert_ne!(content_hash(br#"{"a":"x y"}"#), content_hash(br#"{"a":"xy"}"#));
+        assert_ne!(content_hash(br#"{"a":"x\" y"}"#), content_hash(br#"{"a":"x\"y"}"#));
+        assert_ne!(content_hash(br#"{"a":"x\\"  }"#), content_hash(br#"{"a":"x\\ "}"#));
     }
 
     #[test]
     fn other_differences_count() {
         assert_ne!(content_hash(br#"{"a":10.0}"#), content_hash(br#"{"a":10}"#));
-        assert_ne!(
-            content_hash(br#"{"a":1,"b":2}"#),
-            content_hash(br#"{"b":2,"a":1}"#)
-        );
+        assert_ne!(content_hash(br#"{"a":1,"b":2}"#), content_hash(br#"{"b":2,"a":1}"#));
     }
 
     #[test]
@@ -86,9 +74,6 @@ mod tests {
         assert_eq!(content_hash(b" [ 1 , 2 ] "), expected);
         let empty: [u8; 32] = Sha256::digest(b"").into();
         assert_eq!(content_hash(b""), empty);
-        assert_eq!(
-            content_hash(b"\"\\"),
-            <[u8; 32]>::from(Sha256::digest(b"\"\\"))
-        );
+        assert_eq!(content_hash(b"\"\\"), <[u8; 32]>::from(Sha256::digest(b"\"\\")));
     }
 }

@@ -47,38 +47,27 @@ pub fn rewrite_message_id(raw: &[u8], new_message_id: &str) -> Result<Vec<u8>, V
 
 /// Byte ranges of every `header.messageId` value in `raw`, in order.
 fn message_id_spans(raw: &[u8]) -> Result<Vec<(usize, usize)>, ValidationError> {
-    let not_object = || {
-        ValidationError::new(
-            ValidationCode::InvalidJson,
-            "not a JSON object with a header object",
-        )
-    };
+    let not_object =
+        || ValidationError::new(ValidationCode::InvalidJson, "not a JSON object with a header object");
     if super::scan::first_byte(raw) != Some(b'{') {
         return Err(not_object());
     }
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let headers = de
-        .deserialize_map(Values { key: "header" })
-        .map_err(|_| not_object())?;
+    let headers = de.deserialize_map(Values { key: "header" }).map_err(|_| not_object())?;
     de.end().map_err(|_| not_object())?;
     let mut spans = Vec::new();
     let mut saw_header = false;
     for header in headers.into_iter().filter(|h| starts_with(h, b'{')) {
         saw_header = true;
         let mut de = serde_json::Deserializer::from_str(header.get());
-        let ids = de
-            .deserialize_map(Values { key: "messageId" })
-            .map_err(|_| not_object())?;
+        let ids = de.deserialize_map(Values { key: "messageId" }).map_err(|_| not_object())?;
         spans.extend(ids.into_iter().map(|id| span_of(raw, id)));
     }
     if !saw_header {
         return Err(not_object());
     }
     if spans.is_empty() {
-        return Err(ValidationError::new(
-            ValidationCode::NoMessageId,
-            "header has no messageId",
-        ));
+        return Err(ValidationError::new(ValidationCode::NoMessageId, "header has no messageId"));
     }
     Ok(spans)
 }
@@ -157,19 +146,15 @@ mod tests {
         let raw = "{\n \"zeta\": 1e400,\n \"header\" : {\"x\": -0, \"messageId\" :\t\"old\", \"y\": [10.0, 1E+2, \"caf\u{e9}\"]},\n \"alpha\": {\"n\": {\"m\": [null, true, 0.10]}}, \"messageType\": \"c\"\n}\n";
         let out = rewrite(raw, "new");
         assert_eq!(out, raw.replace("\"old\"", "\"new\""));
-        assert!(
-            out.contains("1e400")
-                && out.contains("-0")
-                && out.contains("10.0")
-                && out.contains("0.10")
-        );
+        assert!(out.contains("1e400") && out.contains("-0") && out.contains("10.0") && out.contains("0.10"));
         assert!(out.find("zeta") < out.find("header") && out.find("header") < out.find("alpha"));
     }
 
     #[test]
     fn escaped_old_values_and_keys_are_handled() {
         let raw = r#"{"h":"messageId","\u0068eader":{"note":"\"messageId\": \"x\"","message\u0049d":"a\"b\\c\u00e9"}}"#;
-        let expected = r#"{"h":"messageId","\u0068eader":{"note":"\"messageId\": \"x\"","message\u0049d":"z"}}"#;
+        let expected =
+            r#"{"h":"messageId","\u0068eader":{"note":"\"messageId\": \"x\"","message\u0049d":"z"}}"#;
         assert_eq!(rewrite(raw, "z"), expected);
     }
 
@@ -191,10 +176,7 @@ mod tests {
     #[test]
     fn repeated_keys_are_all_rewritten() {
         let raw = r#"{"header":{"messageId":"a","messageId":"b"}}"#;
-        assert_eq!(
-            rewrite(raw, "n"),
-            r#"{"header":{"messageId":"n","messageId":"n"}}"#
-        );
+        assert_eq!(rewrite(raw, "n"), r#"{"header":{"messageId":"n","messageId":"n"}}"#);
     }
 
     #[test]
@@ -216,19 +198,12 @@ mod tests {
             (r#"{"messageId":"a"}"#, ValidationCode::InvalidJson),
             (r#"{"header":{"id":"a"}}"#, ValidationCode::NoMessageId),
         ] {
-            assert_eq!(
-                rewrite_message_id(raw.as_bytes(), "n").unwrap_err().code,
-                code,
-                "{raw}"
-            );
+            assert_eq!(rewrite_message_id(raw.as_bytes(), "n").unwrap_err().code, code, "{raw}");
         }
     }
 
     #[test]
     fn delivery_id_appends_the_stored_id() {
-        assert_eq!(
-            delivery_message_id("electricity_lu_1", "0190abcd"),
-            "electricity_lu_1_0190abcd"
-        );
+        assert_eq!(delivery_message_id("electricity_lu_1", "0190abcd"), "electricity_lu_1_0190abcd");
     }
 }

@@ -91,18 +91,12 @@ pub(super) fn scan(raw: &[u8]) -> Option<Scanned<'_>> {
             Err(_) => GatewayData::WrongType,
         }
     });
-    Some(Scanned {
-        message_type: slow.message_type,
-        header: slow.header,
-        gateway_data,
-    })
+    Some(Scanned { message_type: slow.message_type, header: slow.header, gateway_data })
 }
 
 /// The first byte that is not JSON whitespace.
 pub(super) fn first_byte(raw: &[u8]) -> Option<u8> {
-    raw.iter()
-        .copied()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    raw.iter().copied().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
 }
 
 /// Whether a raw JSON value starts with `byte` (raw values carry no

@@ -8,11 +8,7 @@ mod rules;
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/messages/",
-            $name
-        ))
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/messages/", $name))
     };
 }
 
@@ -41,10 +37,7 @@ fn code_of(raw: &str) -> ValidationCode {
 fn each_invalid_sample_fails_with_its_code() {
     let samples: [(&[u8], ValidationCode); 7] = [
         (fixture!("invalid-InvalidJson.json"), InvalidJson),
-        (
-            fixture!("invalid-NoDatapointValues.json"),
-            NoDatapointValues,
-        ),
+        (fixture!("invalid-NoDatapointValues.json"), NoDatapointValues),
         (fixture!("invalid-NoGatewayTypeUrn.json"), NoGatewayTypeUrn),
         (fixture!("invalid-NoGatewayUrn.json"), NoGatewayUrn),
         (fixture!("invalid-NoLocalMarket.json"), NoLocalMarket),
@@ -149,15 +142,9 @@ fn the_first_failing_check_wins() {
     let bad_urns = header("\"\"", "\"urn:x\"", "\"M\"");
     // Every check fails: InvalidJson wins even over header problems.
     assert_eq!(code_of(r#"{"header":{},"gatewayData":{}}"#), InvalidJson);
-    assert_eq!(
-        code_of(&format!(r#"{{"messageType":"c","header":{bad_urns}}}"#)),
-        InvalidJson
-    );
+    assert_eq!(code_of(&format!(r#"{{"messageType":"c","header":{bad_urns}}}"#)), InvalidJson);
     // Each later check only shows once the earlier ones pass.
-    assert_eq!(
-        code_of(&msg(r#"{"gatewayUrn":"x"}"#, no_data)),
-        NoGatewayTypeUrn
-    );
+    assert_eq!(code_of(&msg(r#"{"gatewayUrn":"x"}"#, no_data)), NoGatewayTypeUrn);
     assert_eq!(code_of(&msg(&bad_urns, no_data)), NoLocalMarket);
     let h = header("\"\"", "\"urn:esight:assets:edm:lu\"", "\"M\"");
     assert_eq!(code_of(&msg(&h, no_data)), NoDataFeedType);
@@ -202,16 +189,8 @@ fn invalid_json_cases() {
         &msg(HEADER, "[]"),
         &msg(HEADER, "1e400"),
         &msg(HEADER, "null"),
-        &msg(
-            &HEADER.replace(
-                "\"messageId\":\"m1\"",
-                "\"messageId\":\"m1\",\"messageId\":\"m2\"",
-            ),
-            DATA,
-        ),
-        &format!(
-            r#"{{"messageType":"a","messageType":"b","header":{HEADER},"gatewayData":{DATA}}}"#
-        ),
+        &msg(&HEADER.replace("\"messageId\":\"m1\"", "\"messageId\":\"m1\",\"messageId\":\"m2\""), DATA),
+        &format!(r#"{{"messageType":"a","messageType":"b","header":{HEADER},"gatewayData":{DATA}}}"#),
         &format!(r#"["consumption",{HEADER},{DATA}]"#),
     ] {
         assert_eq!(code_of(raw), InvalidJson, "{raw}");
@@ -225,10 +204,7 @@ fn empty_message_type_and_unknown_fields_are_accepted() {
     let raw = format!(
         r#"{{"extra":{{"deep":[1e400,-0,"\u00e9"]}},"messageType":"","header":{},"gatewayData":{},"z":null}}"#,
         HEADER.replace("{", r#"{"note":{"messageId":1},"#),
-        DATA.replace(
-            "{\"datapointValues\"",
-            "{\"unit\":\"kWh\",\"datapointValues\""
-        )
+        DATA.replace("{\"datapointValues\"", "{\"unit\":\"kWh\",\"datapointValues\"")
     );
     let m = Message::parse(raw.as_bytes()).unwrap();
     assert_eq!((m.message_id(), m.datapoint_count()), ("m1", 1));
@@ -252,10 +228,7 @@ fn codes_have_contract_spellings_in_order() {
         ]
     );
     let err = ValidationError::new(NoMessageId, "header.messageId must be a non-empty string");
-    assert_eq!(
-        err.to_string(),
-        "NoMessageId: header.messageId must be a non-empty string"
-    );
+    assert_eq!(err.to_string(), "NoMessageId: header.messageId must be a non-empty string");
 }
 
 #[test]
@@ -265,11 +238,7 @@ fn rewrite_of_a_parsed_sample_changes_only_the_message_id() {
     let id = delivery_message_id(m.message_id(), "0190b2c4");
     let out = rewrite_message_id(m.raw(), &id).unwrap();
     let text = std::str::from_utf8(raw).unwrap();
-    assert_eq!(
-        out,
-        text.replacen("electricity_hu_20210131T0000", &id, 1)
-            .into_bytes()
-    );
+    assert_eq!(out, text.replacen("electricity_hu_20210131T0000", &id, 1).into_bytes());
     let again = Message::parse(&out).unwrap();
     assert_eq!(again.message_id(), "electricity_hu_20210131T0000_0190b2c4");
     assert_eq!(again.datapoint_count(), 96);
@@ -281,13 +250,9 @@ fn rewrite_of_a_parsed_sample_changes_only_the_message_id() {
 #[test]
 fn parse_speed() {
     let raw = Bytes::from_static(fixture!("valid-2.json"));
-    let compact =
-        serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&raw).unwrap()).unwrap();
+    let compact = serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&raw).unwrap()).unwrap();
     let compact = Bytes::from(compact);
-    let rounds: u32 = std::env::var("PARSE_SPEED_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
+    let rounds: u32 = std::env::var("PARSE_SPEED_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
     for (name, body) in [("pretty", &raw), ("compact", &compact)] {
         let start = std::time::Instant::now();
         for _ in 0..rounds {

@@ -23,20 +23,14 @@ fn gateway_type_urn_rules() {
     ] {
         assert_eq!(code_of(&with(urn)), code, "{urn}");
     }
-    let m =
-        Message::parse(with(r#""urn:esight:assets:edm:L\u0055:gas meter""#).as_bytes()).unwrap();
+    let m = Message::parse(with(r#""urn:esight:assets:edm:L\u0055:gas meter""#).as_bytes()).unwrap();
     assert_eq!((m.local_market(), m.data_feed_type()), ("LU", "gas meter"));
     assert_eq!(m.gateway_type_urn(), "urn:esight:assets:edm:LU:gas meter");
 }
 
 #[test]
 fn gateway_urn_rules() {
-    let with = |urn: &str| {
-        msg(
-            &header("\"m\"", "\"urn:esight:assets:edm:lu:e\"", urn),
-            DATA,
-        )
-    };
+    let with = |urn: &str| msg(&header("\"m\"", "\"urn:esight:assets:edm:lu:e\"", urn), DATA);
     for (urn, code) in [
         ("null", NoGatewayUrn),
         ("[\"a:b\"]", NoGatewayUrn),
@@ -66,12 +60,7 @@ fn gateway_urn_rules() {
 
 #[test]
 fn message_id_rules() {
-    let with = |id: &str| {
-        msg(
-            &header(id, "\"urn:esight:assets:edm:lu:e\"", "\"S:M\""),
-            DATA,
-        )
-    };
+    let with = |id: &str| msg(&header(id, "\"urn:esight:assets:edm:lu:e\"", "\"S:M\""), DATA);
     for id in ["null", "1", "true", "{}", "[]", "\"\"", "\" \\t\""] {
         assert_eq!(code_of(&with(id)), NoMessageId, "{id}");
     }
@@ -111,36 +100,17 @@ fn datapoint_rules() {
         datapoint(r#"{"datapointKey":"k","value":1,"tsIso8601":"2021-01-31"}"#),
         datapoint(r#"{"datapointKey":"k","value":1,"tsIso8601":"2021-01-31T00:15:00"}"#),
         datapoint(r#"{"datapointKey":"k","value":1,"tsIso8601":"2021-02-30T00:15:00Z"}"#),
-        datapoint(&format!(
-            r#"{{"datapointKey":"k","datapointKey":"j","value":1,{ts}}}"#
-        )),
+        datapoint(&format!(r#"{{"datapointKey":"k","datapointKey":"j","value":1,{ts}}}"#)),
         datapoint(&format!(r#"{{"datapointKey":"k","value":1,{ts}}},7"#)),
     ] {
         assert_eq!(code_of(&with(&data)), NoDatapointValues, "{data}");
     }
-    for value in [
-        "0",
-        "-0",
-        "10.0",
-        "1e400",
-        "\"12.5\"",
-        "true",
-        "[1]",
-        "{\"a\":null}",
-    ] {
-        let data = datapoint(&format!(
-            r#"{{"datapointKey":"k","value":{value},{ts},"q":1e400}}"#
-        ));
+    for value in ["0", "-0", "10.0", "1e400", "\"12.5\"", "true", "[1]", "{\"a\":null}"] {
+        let data = datapoint(&format!(r#"{{"datapointKey":"k","value":{value},{ts},"q":1e400}}"#));
         assert!(Message::parse(with(&data).as_bytes()).is_ok(), "{value}");
     }
-    for ts in [
-        "2021-01-31T00:15:00.123+01:00",
-        "2021-01-31t00:15:00z",
-        r#"2021-01-31T00:15:00\u005A"#,
-    ] {
-        let data = datapoint(&format!(
-            r#"{{"datapointKey":"k","value":1,"tsIso8601":"{ts}"}}"#
-        ));
+    for ts in ["2021-01-31T00:15:00.123+01:00", "2021-01-31t00:15:00z", r#"2021-01-31T00:15:00\u005A"#] {
+        let data = datapoint(&format!(r#"{{"datapointKey":"k","value":1,"tsIso8601":"{ts}"}}"#));
         assert!(Message::parse(with(&data).as_bytes()).is_ok(), "{ts}");
     }
 }
@@ -148,17 +118,10 @@ fn datapoint_rules() {
 #[test]
 fn datapoint_messages_name_the_first_bad_item() {
     let good = r#"{"datapointKey":"k","value":1,"tsIso8601":"2021-01-31T00:15:00Z"}"#;
-    let data =
-        format!(r#"{{"datapointValues":[{good},{good},{{"datapointKey":"k","value":1}},1e400]}}"#);
+    let data = format!(r#"{{"datapointValues":[{good},{good},{{"datapointKey":"k","value":1}},1e400]}}"#);
     let err = Message::parse(msg(HEADER, &data).as_bytes()).unwrap_err();
-    assert_eq!(
-        err.message,
-        "gatewayData.datapointValues[2] has no RFC 3339 tsIso8601"
-    );
+    assert_eq!(err.message, "gatewayData.datapointValues[2] has no RFC 3339 tsIso8601");
     let data = format!(r#"{{"datapointValues":[{good},1e400,{good}]}}"#);
     let err = Message::parse(msg(HEADER, &data).as_bytes()).unwrap_err();
-    assert_eq!(
-        err.message,
-        "gatewayData.datapointValues[1] is not an object"
-    );
+    assert_eq!(err.message, "gatewayData.datapointValues[1] is not an object");
 }

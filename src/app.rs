@@ -75,7 +75,10 @@ impl App {
             tracing::info!(schema_version = status.current, data_dir = %storage_cfg.data_dir.display(), "storage ready");
             let workers = DeliveryService::start(&storage, &worker_config, for_workers)?;
             let wake = workers.handle();
-            let (ingest, _writer_thread) = IngestWriter::start(&storage, move |_| wake.wake())?;
+            let same_content = |a: &[u8], b: &[u8]| {
+                a == b || crate::domain::message::content_hash(a) == crate::domain::message::content_hash(b)
+            };
+            let (ingest, _writer_thread) = IngestWriter::start(&storage, same_content, move |_| wake.wake())?;
             Ok((lock, storage, workers, ingest))
         })
         .await

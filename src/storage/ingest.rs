@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ids::IdGenerator;
-use super::messages::{self, NewMessage, StoreOutcome};
+use super::messages::{self, NewMessage, SameContent, StoreOutcome};
 use super::{Storage, StorageError};
 use crate::clock::now_millis;
 
@@ -50,6 +50,7 @@ impl IngestWriter {
     /// new messages (it wakes the delivery workers).
     pub fn start(
         storage: &Storage,
+        same_content: SameContent,
         on_commit: impl Fn(usize) + Send + 'static,
     ) -> Result<(Self, JoinHandle<()>), StorageError> {
         let conn = storage.open_connection()?;
@@ -57,7 +58,7 @@ impl IngestWriter {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ingest-writer".into())
-            .spawn(move || run(conn, ids, rx, on_commit))
+            .spawn(move || run(conn, ids, rx, same_content, on_commit))
             .map_err(|source| StorageError::Io {
                 context: "cannot start the ingest writer".into(),
                 source,
@@ -73,7 +74,13 @@ impl IngestWriter {
     }
 }
 
-fn run(mut conn: Connection, mut ids: IdGenerator, mut rx: mpsc::Receiver<Job>, on_commit: impl Fn(usize)) {
+fn run(
+    mut conn: Connection,
+    mut ids: IdGenerator,
+    mut rx: mpsc::Receiver<Job>,
+    same_content: SameContent,
+    on_commit: impl Fn(usize),
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut total = first.items.len();
         let mut jobs = vec![first];
@@ -86,7 +93,7 @@ fn run(mut conn: Connection, mut ids: IdGenerator, mut rx: mpsc::Receiver<Job>, 
                 Err(_) => break,
             }
         }
-        match commit_group(&mut conn, &mut ids, &jobs) {
+        match commit_group(&mut conn, &mut ids, &jobs, same_content) {
             Ok(per_job) => {
                 let inserted =
                     per_job.iter().flatten().filter(|o| matches!(o, StoreOutcome::Inserted(_))).count();
@@ -112,12 +119,13 @@ fn commit_group(
     conn: &mut Connection,
     ids: &mut IdGenerator,
     jobs: &[Job],
+    same_content: SameContent,
 ) -> Result<Vec<Vec<StoreOutcome>>, StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_millis();
     let mut per_job = Vec::with_capacity(jobs.len());
     for job in jobs {
-        per_job.push(messages::store_batch(&tx, ids, now, &job.items)?);
+        per_job.push(messages::store_batch(&tx, ids, now, &job.items, same_content)?);
     }
     tx.commit()?;
     Ok(per_job)

@@ -11,8 +11,6 @@ use super::ids::IdGenerator;
 pub struct NewMessage {
     /// `header.messageId`.
     pub message_id: String,
-    /// Hash of the content, for idempotency.
-    pub content_hash: [u8; 32],
     /// Meter id from `header.gatewayUrn`.
     pub meter_id: String,
     /// Site id from `header.gatewayUrn`.
@@ -38,19 +36,24 @@ pub enum StoreOutcome {
     Conflict(i64),
 }
 
+/// Decides whether two bodies with the same messageId carry the same content.
+pub type SameContent = fn(&[u8], &[u8]) -> bool;
+
 /// Stores `items` inside `tx`, checking idempotency item by item (so that
-/// repeats within one batch are caught too).
+/// repeats within one batch are caught too). Content is compared only when a
+/// messageId is already stored, so the common path computes no hash.
 pub fn store_batch(
     tx: &Transaction<'_>,
     ids: &mut IdGenerator,
     now: i64,
     items: &[NewMessage],
+    same_content: SameContent,
 ) -> Result<Vec<StoreOutcome>, StorageError> {
-    let mut find = tx.prepare_cached("SELECT id, content_hash FROM messages WHERE message_id = ?1")?;
+    let mut find = tx.prepare_cached("SELECT id, body FROM messages WHERE message_id = ?1")?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (id, message_id, content_hash, status, meter_id, site_id, local_market,
+        "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market,
                                data_feed_type, datapoints, body, created_at, updated_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
     )?;
     let mut outcomes = Vec::with_capacity(items.len());
     for m in items {
@@ -59,14 +62,13 @@ pub fn store_batch(
             .map(Some)
             .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
         let outcome = match existing {
-            Some((id, hash)) if hash == m.content_hash => StoreOutcome::Duplicate(id),
+            Some((id, body)) if same_content(&body, &m.body) => StoreOutcome::Duplicate(id),
             Some((id, _)) => StoreOutcome::Conflict(id),
             None => {
                 let id = ids.next_id(now);
                 insert.execute(params![
                     id,
                     m.message_id,
-                    &m.content_hash[..],
                     m.meter_id,
                     m.site_id,
                     m.local_market,

@@ -6,7 +6,6 @@
 CREATE TABLE messages (
     id              INTEGER PRIMARY KEY,
     message_id      TEXT NOT NULL UNIQUE,        -- header.messageId, idempotency key
-    content_hash    BLOB NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('pending', 'delivering', 'delivered', 'failed', 'rejected')),
     meter_id        TEXT NOT NULL,
     site_id         TEXT NOT NULL,

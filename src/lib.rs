@@ -4,10 +4,12 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod logging;
 pub mod metrics;

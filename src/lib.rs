@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod build_info;
 pub mod cli;
 pub mod clock;

@@ -1,0 +1,506 @@
+//! Password hashes: argon2id into PHC strings with configurable parameters,
+//! verification of any argon2 PHC string (including the original service's
+//! `argon2-cffi` hashes, `m=102400,t=2,p=8`), the "is this hash weaker than
+//! our settings" test behind re-hash-on-login, and a dummy hash that makes a
+//! login for an unknown user cost what a real one costs.
+//!
+//! These functions are CPU- and memory-heavy and blocking; async code calls
+//! them through [`super::password_pool::PasswordHasherPool`].
+//!
+//! Lanes (`p`) are computed one after another on the calling thread: the
+//! `argon2` crate's `parallel` feature (rayon) is deliberately not enabled.
+//! On a busy server the pool already keeps every core busy with one hash per
+//! permit, so spreading one hash over several cores would only add a second
+//! thread pool competing with tokio's, raise per-hash memory bandwidth
+//! contention and leave throughput unchanged; what it would shorten is the
+//! latency of a lone login on an idle machine. Measured on the 2-core
+//! development machine (release build): see the crate's `BENCHMARKS.md`.
+
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use subtle::ConstantTimeEq;
+
+use crate::domain::user::NewPassword;
+
+/// The largest memory cost (KiB) this module agrees to verify: 256 MiB.
+/// A stored hash asking for more (a corrupt import, say) is refused instead
+/// of letting each login allocate without bound.
+pub const MAX_VERIFY_MEMORY_KIB: u32 = 256 * 1024;
+
+/// Why hashing or verifying could not give an answer. A wrong password is
+/// not an error: [`verify_password`] answers `Ok(false)`. Messages never
+/// contain a password or a hash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// The configured argon2 parameters are outside what argon2 accepts.
+    #[error("invalid argon2 settings: {0}")]
+    InvalidSettings(String),
+    /// The stored hash is not a well-formed argon2 PHC string.
+    #[error("stored password hash is not a valid argon2 PHC string")]
+    MalformedHash,
+    /// The stored hash is argon2 but asks for more memory than allowed.
+    #[error("stored password hash needs more memory than this server allows")]
+    TooCostly,
+    /// Hashing failed for a reason inside argon2 (e.g. no randomness).
+    #[error("password hashing failed")]
+    HashingFailed,
+    /// No hashing slot became free within the queue timeout; the server
+    /// answers `503` with `Retry-After: retry_after_secs`.
+    #[error("too many password checks in progress; retry in {retry_after_secs} s")]
+    Overloaded {
+        /// Seconds the client should wait before trying again.
+        retry_after_secs: u64,
+    },
+    /// The blocking task running a hash panicked or was cancelled.
+    #[error("password hashing worker failed")]
+    WorkerFailed,
+}
+
+/// The argon2id parameters new hashes are made with (`m` memory in KiB,
+/// `t` iterations, `p` lanes). The default is OWASP's recommendation:
+/// `m=19456, t=2, p=1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Settings {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+}
+
+impl Argon2Settings {
+    /// OWASP's minimum recommended argon2id settings, the default.
+    pub const OWASP: Self = Self {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Checks the parameters against argon2's limits (e.g. `m ≥ 8·p`).
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, PasswordError> {
+        let settings = Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        };
+        settings.params()?;
+        Ok(settings)
+    }
+
+    /// Memory cost in KiB.
+    pub fn memory_kib(&self) -> u32 {
+        self.memory_kib
+    }
+
+    /// Number of passes over memory.
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// Number of lanes.
+    pub fn parallelism(&self) -> u32 {
+        self.parallelism
+    }
+
+    fn params(&self) -> Result<Params, PasswordError> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| PasswordError::InvalidSettings(e.to_string()))
+    }
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Self {
+        Self::OWASP
+    }
+}
+
+/// Reusable argon2 working memory. Allocating and page-faulting a fresh
+/// 100 MiB region for every legacy-parameter hash costs about as much as the
+/// hash itself and serialises concurrent hashes on the kernel's memory map,
+/// so the pool keeps one of these per permit. It grows to the largest memory
+/// cost seen and never shrinks.
+#[derive(Default)]
+pub struct WorkMemory(Vec<Block>);
+
+impl WorkMemory {
+    /// The first `blocks` blocks, growing the buffer if needed.
+    fn blocks(&mut self, blocks: usize) -> &mut [Block] {
+        if self.0.len() < blocks {
+            self.0.resize(blocks, Block::default());
+        }
+        &mut self.0[..blocks]
+    }
+
+    /// Bytes currently held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.0.len() * Block::SIZE
+    }
+}
+
+impl std::fmt::Debug for WorkMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkMemory({} bytes)", self.capacity_bytes())
+    }
+}
+
+/// Hashes a new password with argon2id and a fresh random 16-byte salt,
+/// giving a PHC string such as `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`.
+pub fn hash_password(
+    password: &NewPassword,
+    settings: &Argon2Settings,
+) -> Result<String, PasswordError> {
+    hash_password_in(password, settings, &mut WorkMemory::default())
+}
+
+/// [`hash_password`] using `memory` as argon2's working memory.
+pub fn hash_password_in(
+    password: &NewPassword,
+    settings: &Argon2Settings,
+    memory: &mut WorkMemory,
+) -> Result<String, PasswordError> {
+    let params = settings.params()?;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|_| PasswordError::HashingFailed)?;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(
+            password.expose().as_bytes(),
+            &salt,
+            &mut output,
+            memory.blocks(params.block_count()),
+        )
+        .map_err(|_| PasswordError::HashingFailed)?;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        settings.memory_kib,
+        settings.iterations,
+        settings.parallelism,
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(output)
+    ))
+}
+
+/// Checks `password` against a stored argon2 PHC string made with any
+/// variant (`argon2id`, `argon2i`, `argon2d`), version and parameters.
+/// `Ok(false)` means a wrong password; the comparison is constant-time.
+pub fn verify_password(password: &str, stored_phc: &str) -> Result<bool, PasswordError> {
+    verify_password_in(password, stored_phc, &mut WorkMemory::default())
+}
+
+/// [`verify_password`] using `memory` as argon2's working memory.
+pub fn verify_password_in(
+    password: &str,
+    stored_phc: &str,
+    memory: &mut WorkMemory,
+) -> Result<bool, PasswordError> {
+    let hash = parse_argon2_phc(stored_phc)?;
+    let params = Params::try_from(&hash).map_err(|_| PasswordError::MalformedHash)?;
+    if params.m_cost() > MAX_VERIFY_MEMORY_KIB {
+        return Err(PasswordError::TooCostly);
+    }
+    let algorithm =
+        Algorithm::try_from(hash.algorithm.as_str()).map_err(|_| PasswordError::MalformedHash)?;
+    let version = match hash.version {
+        Some(number) => Version::try_from(number).map_err(|_| PasswordError::MalformedHash)?,
+        None => Version::V0x10,
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err(PasswordError::MalformedHash);
+    };
+    let mut output = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut output,
+            memory.blocks(params.block_count()),
+        )
+        .map_err(|_| PasswordError::MalformedHash)?;
+    Ok(bool::from(output.as_slice().ct_eq(expected.as_ref())))
+}
+
+/// Whether a stored hash is weaker than `current` and should be replaced
+/// after the next successful login: not argon2id v19, less memory than
+/// configured, or less total work (memory × iterations) than configured.
+/// Lanes do not count: they change neither the memory an attacker needs nor
+/// the total work. A hash this module cannot read also needs replacing.
+pub fn needs_rehash(stored_phc: &str, current: &Argon2Settings) -> bool {
+    let Ok(hash) = parse_argon2_phc(stored_phc) else {
+        return true;
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return true;
+    };
+    let is_argon2id_v19 = hash.algorithm.as_str() == "argon2id" && hash.version == Some(0x13);
+    let work = u64::from(params.m_cost()) * u64::from(params.t_cost());
+    let current_work = u64::from(current.memory_kib) * u64::from(current.iterations);
+    !is_argon2id_v19 || params.m_cost() < current.memory_kib || work < current_work
+}
+
+/// A PHC string with `settings`' parameters, a fixed salt and an all-zero
+/// output that no password produces. Verifying any password against it costs
+/// exactly what verifying against a real hash with the same settings costs,
+/// and always fails: the login path verifies against it when the username is
+/// unknown, so "no such user" cannot be told from "wrong password" by time.
+/// (A user whose stored hash still has other parameters — an imported legacy
+/// hash — costs what those parameters cost until it is re-hashed.)
+pub fn dummy_hash(settings: &Argon2Settings) -> String {
+    const SALT_B64: &str = "ZW5lcmd5bG9hZC1kdW1teQ"; // "energyload-dummy", 16 bytes
+    const ZERO_OUTPUT_B64: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"; // 32 zero bytes
+    format!(
+        "$argon2id$v=19$m={},t={},p={}${SALT_B64}${ZERO_OUTPUT_B64}",
+        settings.memory_kib, settings.iterations, settings.parallelism
+    )
+}
+
+fn parse_argon2_phc(stored_phc: &str) -> Result<PasswordHash, PasswordError> {
+    let hash = PasswordHash::new(stored_phc).map_err(|_| PasswordError::MalformedHash)?;
+    if Algorithm::try_from(hash.algorithm.as_str()).is_err() || hash.hash.is_none() {
+        return Err(PasswordError::MalformedHash);
+    }
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::{PasswordHasher, PasswordVerifier};
+
+    use super::*;
+
+    /// Cheap settings so the tests stay fast; the algorithm is the same.
+    fn cheap() -> Argon2Settings {
+        Argon2Settings::new(1024, 1, 1).unwrap()
+    }
+
+    fn new_password(raw: &str) -> NewPassword {
+        NewPassword::parse(raw.to_owned(), 12).unwrap()
+    }
+
+    /// `(username, phc, status)` rows of the original service's user export.
+    fn legacy_users() -> Vec<(String, String, String)> {
+        let csv = include_str!("../../tests/fixtures/legacy/backoffice_users.csv");
+        csv.lines()
+            .skip(1)
+            .map(|line| {
+                // id,username,"phc",type,creator,status — the PHC string is quoted (it has commas).
+                let (head, rest) = line.split_once(",\"").unwrap();
+                let (phc, tail) = rest.split_once("\",").unwrap();
+                let username = head.split(',').nth(1).unwrap();
+                let status = tail.rsplit(',').next().unwrap();
+                (username.to_owned(), phc.to_owned(), status.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_settings_are_owasps() {
+        let settings = Argon2Settings::default();
+        assert_eq!(
+            (
+                settings.memory_kib(),
+                settings.iterations(),
+                settings.parallelism()
+            ),
+            (19_456, 2, 1)
+        );
+    }
+
+    #[test]
+    fn settings_outside_argon2_limits_are_refused() {
+        assert!(matches!(
+            Argon2Settings::new(4, 1, 1),
+            Err(PasswordError::InvalidSettings(_))
+        ));
+        assert!(matches!(
+            Argon2Settings::new(1024, 0, 1),
+            Err(PasswordError::InvalidSettings(_))
+        ));
+        assert!(matches!(
+            Argon2Settings::new(1024, 1, 0),
+            Err(PasswordError::InvalidSettings(_))
+        ));
+    }
+
+    #[test]
+    fn hashes_are_argon2id_phc_strings_that_verify() {
+        let settings = cheap();
+        let password = new_password("Correct-horse-1");
+        let phc = hash_password(&password, &settings).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
+        assert_eq!(verify_password("Correct-horse-1", &phc), Ok(true));
+        assert_eq!(verify_password("Correct-horse-2", &phc), Ok(false));
+        assert_eq!(verify_password("", &phc), Ok(false));
+        // A fresh salt each time.
+        assert_ne!(phc, hash_password(&password, &settings).unwrap());
+    }
+
+    #[test]
+    fn our_phc_strings_verify_with_the_argon2_crate_itself() {
+        let phc = hash_password(&new_password("Cross-checked-1"), &cheap()).unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"Cross-checked-1", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"Cross-checked-2", &parsed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn one_work_memory_serves_hashes_of_any_size() {
+        let mut memory = WorkMemory::default();
+        let (_, legacy_phc, _) = &legacy_users()[0];
+        assert_eq!(
+            verify_password_in("Legacy-admin-pass-1", legacy_phc, &mut memory),
+            Ok(true)
+        );
+        assert_eq!(memory.capacity_bytes(), 102_400 * 1024);
+        let phc =
+            hash_password_in(&new_password("Small-after-big"), &cheap(), &mut memory).unwrap();
+        assert_eq!(
+            verify_password_in("Small-after-big", &phc, &mut memory),
+            Ok(true)
+        );
+        assert_eq!(
+            verify_password_in("Legacy-admin-pass-1", legacy_phc, &mut memory),
+            Ok(true)
+        );
+        assert_eq!(
+            memory.capacity_bytes(),
+            102_400 * 1024,
+            "grows to the largest, never more"
+        );
+    }
+
+    #[test]
+    fn default_settings_hash_and_verify() {
+        let phc =
+            hash_password(&new_password("Owasp-default-1"), &Argon2Settings::default()).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert_eq!(verify_password("Owasp-default-1", &phc), Ok(true));
+    }
+
+    #[test]
+    fn legacy_argon2_cffi_hashes_verify_with_their_known_passwords() {
+        let known = [
+            ("admin-legacy", "Legacy-admin-pass-1"),
+            ("backoffice1", "Backoffice-pass-22"),
+            ("esight", "eSight-callback-pass-3"),
+            ("olduser", "Old-user-pass-444"),
+        ];
+        let users = legacy_users();
+        assert_eq!(users.len(), known.len());
+        for (username, password) in known {
+            let (_, phc, _) = users.iter().find(|(name, _, _)| name == username).unwrap();
+            assert!(phc.starts_with("$argon2id$v=19$m=102400,t=2,p=8$"));
+            assert_eq!(verify_password(password, phc), Ok(true), "{username}");
+            assert_eq!(
+                verify_password("Legacy-admin-pass-2", phc),
+                Ok(false),
+                "{username}"
+            );
+        }
+        let (_, _, status) = users.iter().find(|(name, _, _)| name == "olduser").unwrap();
+        assert_eq!(status, "deactivated");
+    }
+
+    #[test]
+    fn other_argon2_variants_verify_too() {
+        let params = Params::new(1024, 1, 2, None).unwrap();
+        for algorithm in [Algorithm::Argon2i, Algorithm::Argon2d] {
+            let phc = Argon2::new(algorithm, Version::V0x10, params.clone())
+                .hash_password(b"Some-old-password")
+                .unwrap()
+                .to_string();
+            assert_eq!(
+                verify_password("Some-old-password", &phc),
+                Ok(true),
+                "{phc}"
+            );
+            assert_eq!(
+                verify_password("Some-old-passwore", &phc),
+                Ok(false),
+                "{phc}"
+            );
+            assert!(needs_rehash(&phc, &cheap()));
+        }
+    }
+
+    #[test]
+    fn malformed_and_foreign_hashes_are_errors_not_mismatches() {
+        for bad in [
+            "",
+            "plaintext",
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0",
+            "$pbkdf2-sha256$29000$N2ZPaSVqxb8XYgwBQAIgxA$0pLrbd9Ix8mKHCr2Fj/Dtg",
+            "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+        ] {
+            assert_eq!(
+                verify_password("whatever-pass", bad),
+                Err(PasswordError::MalformedHash),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashes_asking_for_too_much_memory_are_refused_before_allocating() {
+        let greedy = "$argon2id$v=19$m=4194304,t=1,p=1$ZW5lcmd5bG9hZC1kdW1teQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            verify_password("whatever-pass", greedy),
+            Err(PasswordError::TooCostly)
+        );
+    }
+
+    #[test]
+    fn weaker_hashes_need_rehash_and_stronger_ones_do_not() {
+        let current = Argon2Settings::default();
+        let at = |m: u32, t: u32, p: u32| {
+            let settings = Argon2Settings::new(m, t, p).unwrap();
+            dummy_hash(&settings)
+        };
+        assert!(!needs_rehash(&at(19_456, 2, 1), &current), "same settings");
+        assert!(
+            !needs_rehash(&legacy_users()[0].1, &current),
+            "legacy m=102400,t=2,p=8 is stronger"
+        );
+        assert!(
+            !needs_rehash(&at(19_456, 3, 4), &current),
+            "more iterations, more lanes"
+        );
+        assert!(needs_rehash(&at(12_288, 3, 1), &current), "less memory");
+        assert!(needs_rehash(&at(19_456, 1, 1), &current), "less work");
+        assert!(needs_rehash(&at(1024, 1, 1), &current));
+        assert!(needs_rehash("not a hash", &current));
+        let stronger = Argon2Settings::new(131_072, 3, 1).unwrap();
+        assert!(
+            needs_rehash(&legacy_users()[0].1, &stronger),
+            "legacy is weaker than 128 MiB, t=3"
+        );
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_current_parameters_and_never_matches() {
+        let settings = cheap();
+        let dummy = dummy_hash(&settings);
+        assert!(dummy.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(!needs_rehash(&dummy, &settings));
+        for password in ["", "password", "Correct-horse-1"] {
+            assert_eq!(verify_password(password, &dummy), Ok(false));
+        }
+        let default_dummy = dummy_hash(&Argon2Settings::default());
+        assert_eq!(
+            verify_password("anything-at-all", &default_dummy),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn errors_never_carry_the_password_or_hash() {
+        let err = verify_password("Secret-pass-123", "$argon2id$broken").unwrap_err();
+        assert!(!err.to_string().contains("Secret") && !err.to_string().contains("broken"));
+    }
+}

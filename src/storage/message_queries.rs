@@ -1,0 +1,289 @@
+//! Reads and admin updates on `messages`: filtered lists (SQL built from the
+//! filters present, so SQLite uses the matching index), detail with the
+//! attempt log, retry, counts and delivery statistics.
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::StorageError;
+
+/// A message's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Waiting for (another) attempt.
+    Pending,
+    /// Claimed by a worker.
+    Delivering,
+    /// eSight took it.
+    Delivered,
+    /// Given up.
+    Failed,
+    /// eSight reported errors for it after delivery.
+    Rejected,
+}
+
+impl MessageStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 5] = [Self::Pending, Self::Delivering, Self::Delivered, Self::Failed, Self::Rejected];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivering => "delivering",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Parses a stored or requested name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A message as listed (without its body).
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    /// Our id.
+    pub id: i64,
+    /// `header.messageId`.
+    pub message_id: String,
+    /// Status.
+    pub status: MessageStatus,
+    /// Meter id.
+    pub meter_id: String,
+    /// Site id.
+    pub site_id: String,
+    /// Local market.
+    pub local_market: String,
+    /// Data feed type.
+    pub data_feed_type: String,
+    /// Datapoint count.
+    pub datapoints: i64,
+    /// Attempts in the current cycle.
+    pub attempts: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Unix ms.
+    pub delivered_at: Option<i64>,
+    /// Unix ms.
+    pub next_attempt_at: Option<i64>,
+    /// Last failure code.
+    pub error_code: Option<String>,
+}
+
+const ROW_COLUMNS: &str = "id, message_id, status, meter_id, site_id, local_market, data_feed_type, \
+                           datapoints, attempts, created_at, updated_at, delivered_at, next_attempt_at, error_code";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    let status: String = r.get(2)?;
+    Ok(MessageRow {
+        id: r.get(0)?,
+        message_id: r.get(1)?,
+        status: MessageStatus::parse(&status).unwrap_or(MessageStatus::Pending),
+        meter_id: r.get(3)?,
+        site_id: r.get(4)?,
+        local_market: r.get(5)?,
+        data_feed_type: r.get(6)?,
+        datapoints: r.get(7)?,
+        attempts: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        delivered_at: r.get(11)?,
+        next_attempt_at: r.get(12)?,
+        error_code: r.get(13)?,
+    })
+}
+
+/// List filters; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Status.
+    pub status: Option<MessageStatus>,
+    /// Exact `header.messageId`.
+    pub message_id: Option<String>,
+    /// Meter id.
+    pub meter_id: Option<String>,
+    /// Site id.
+    pub site_id: Option<String>,
+    /// Local market.
+    pub local_market: Option<String>,
+    /// Data feed type.
+    pub data_feed_type: Option<String>,
+    /// Created at or after (Unix ms).
+    pub since: Option<i64>,
+    /// Created before (Unix ms).
+    pub until: Option<i64>,
+}
+
+impl MessageFilter {
+    /// `WHERE` clause and parameters for the filters present.
+    fn clause(&self, before_id: Option<i64>) -> (String, Vec<Sql>) {
+        let mut conds = Vec::new();
+        let mut args = Vec::new();
+        let mut eq = |col: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                conds.push(format!("{col} = ?"));
+                args.push(Sql::Text(v.clone()));
+            }
+        };
+        eq("status", &self.status.map(|s| s.as_str().to_string()));
+        eq("message_id", &self.message_id);
+        eq("meter_id", &self.meter_id);
+        eq("site_id", &self.site_id);
+        eq("local_market", &self.local_market);
+        eq("data_feed_type", &self.data_feed_type);
+        // Ids are time-ordered: time bounds become id bounds on the primary key.
+        if let Some(since) = self.since {
+            conds.push("id >= ?".into());
+            args.push(Sql::Integer(super::ids::first_id_at(since)));
+        }
+        if let Some(until) = self.until {
+            conds.push("id < ?".into());
+            args.push(Sql::Integer(super::ids::first_id_at(until)));
+        }
+        if let Some(before) = before_id {
+            conds.push("id < ?".into());
+            args.push(Sql::Integer(before));
+        }
+        let clause = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        (clause, args)
+    }
+}
+
+/// Messages matching `f`, newest first, below `before_id`, at most `limit`.
+pub fn list(
+    conn: &Connection,
+    f: &MessageFilter,
+    before_id: Option<i64>,
+    limit: usize,
+) -> Result<Vec<MessageRow>, StorageError> {
+    let (clause, mut args) = f.clause(before_id);
+    args.push(Sql::Integer(limit as i64));
+    let sql = format!("SELECT {ROW_COLUMNS} FROM messages {clause} ORDER BY id DESC LIMIT ?");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), row_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One message with its body.
+pub fn get(conn: &Connection, id: i64) -> Result<Option<(MessageRow, Vec<u8>)>, StorageError> {
+    let sql = format!("SELECT {ROW_COLUMNS}, body FROM messages WHERE id = ?1");
+    Ok(conn.query_row(&sql, [id], |r| Ok((row_from(r)?, r.get(14)?))).optional()?)
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    /// Unix ms.
+    pub at: i64,
+    /// `delivered`, `retry` or `failed`.
+    pub outcome: String,
+    /// eSight's status, if it answered.
+    pub http_status: Option<i64>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Duration.
+    pub duration_ms: i64,
+}
+
+/// The attempt log of a message, oldest first.
+pub fn attempts(conn: &Connection, id: i64) -> Result<Vec<AttemptRow>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, outcome, http_status, error, duration_ms FROM delivery_attempts WHERE message = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(AttemptRow { at: r.get(0)?, outcome: r.get(1)?, http_status: r.get(2)?, error: r.get(3)?, duration_ms: r.get(4)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What a retry request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryResult {
+    /// Back to `pending`.
+    Requeued,
+    /// No such message.
+    NotFound,
+    /// Not `failed` or `rejected`.
+    WrongState(MessageStatus),
+}
+
+const REQUEUE: &str = "status = 'pending', attempts = 0, cycle_started = ?1, next_attempt_at = ?1, \
+                       updated_at = ?1, error_code = NULL, error_message = NULL, lease_until = NULL";
+
+/// Sends a `failed` or `rejected` message back to `pending` with a fresh
+/// retry cycle (attempts and `max_age` count again from now; the attempt log
+/// keeps the history).
+pub fn retry(conn: &Connection, id: i64, now: i64) -> Result<RetryResult, StorageError> {
+    let sql = format!("UPDATE messages SET {REQUEUE} WHERE id = ?2 AND status IN ('failed', 'rejected')");
+    if conn.execute(&sql, params![now, id])? == 1 {
+        return Ok(RetryResult::Requeued);
+    }
+    let status: Option<String> =
+        conn.query_row("SELECT status FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    Ok(match status.as_deref().and_then(MessageStatus::parse) {
+        None => RetryResult::NotFound,
+        Some(s) => RetryResult::WrongState(s),
+    })
+}
+
+/// Retries every `failed`/`rejected` message matching `f` (its status, if
+/// set, must be one of those two); returns how many.
+pub fn retry_matching(conn: &Connection, f: &MessageFilter, now: i64) -> Result<usize, StorageError> {
+    let (clause, args) = f.clause(None);
+    let extra = if clause.is_empty() { "WHERE" } else { " AND" };
+    let sql = format!(
+        "UPDATE messages SET {} {clause}{extra} status IN ('failed', 'rejected')",
+        REQUEUE.replace("?1", &now.to_string())
+    );
+    Ok(conn.execute(&sql, params_from_iter(args))?)
+}
+
+/// Message counts by status (every status present, zero included).
+pub fn counts_by_status(conn: &Connection) -> Result<Vec<(MessageStatus, i64)>, StorageError> {
+    let mut stmt = conn.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
+    MessageStatus::ALL
+        .into_iter()
+        .map(|s| Ok((s, stmt.query_row([s.as_str()], |r| r.get(0))?)))
+        .collect()
+}
+
+/// Delivery figures for the dashboard.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryStats {
+    /// Deliveries since `since`.
+    pub delivered: i64,
+    /// Acceptance time of the oldest pending message (Unix ms).
+    pub oldest_pending_created: Option<i64>,
+    /// Per minute since `since`: (minute start ms, delivered, retry, failed).
+    pub per_minute: Vec<(i64, i64, i64, i64)>,
+}
+
+/// Delivery statistics since `since` (Unix ms).
+pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, StorageError> {
+    let delivered = conn.query_row(
+        "SELECT count(*) FROM delivery_attempts WHERE at >= ?1 AND outcome = 'delivered'",
+        [since],
+        |r| r.get(0),
+    )?;
+    let oldest: Option<i64> =
+        conn.query_row("SELECT min(id) FROM messages WHERE status = 'pending'", [], |r| r.get(0))?;
+    let oldest_pending_created = match oldest {
+        Some(id) => conn.query_row("SELECT created_at FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?,
+        None => None,
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT at / 60000 * 60000 AS minute,
+                sum(outcome = 'delivered'), sum(outcome = 'retry'), sum(outcome = 'failed')
+         FROM delivery_attempts WHERE at >= ?1 GROUP BY minute ORDER BY minute",
+    )?;
+    let per_minute =
+        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+    Ok(DeliveryStats { delivered, oldest_pending_created, per_minute })
+}

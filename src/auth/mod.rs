@@ -13,3 +13,9 @@ pub use password_pool::{PasswordCheck, PasswordHasherPool};
 pub use passwords::{Argon2Settings, PasswordError};
 pub use signing_keys::{KeyStoreError, SigningKeys};
 pub use tokens::{AccessTokens, Claims, TokenError, TokenSettings};
+pub mod directory;
+pub mod guard;
+pub mod lockout;
+pub mod rate_limit;
+
+pub use guard::{Access, Guard, Principal};

@@ -31,9 +31,56 @@ pub struct RequestContext {
     pub route: &'static str,
     /// Path parameters by name.
     pub params: Vec<(String, String)>,
+    /// The request path, without query.
+    pub path: String,
+    /// The caller's MSISDN (header named by `audit.msisdn_header`).
+    pub msisdn: Option<String>,
+    /// Who is calling, once the guard has authenticated the request.
+    pub caller: Caller,
+}
+
+/// The authenticated caller of a request (empty on open endpoints).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The user, when a token or session was presented and verified.
+    pub user: Option<crate::auth::Principal>,
+    /// The API key used, when any.
+    pub api_key_id: Option<String>,
 }
 
 impl RequestContext {
+    /// The actor for audit events: the authenticated caller.
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor {
+            user_id: self.caller.user.as_ref().map(|p| p.user_id.clone()),
+            username: self.caller.user.as_ref().map(|p| p.username.clone()),
+            api_key_id: self.caller.api_key_id.clone(),
+        }
+    }
+
+    /// Request facts for audit events.
+    pub fn facts(&self) -> crate::audit::RequestFacts {
+        crate::audit::RequestFacts {
+            ip: Some(self.client_ip.to_string()),
+            msisdn: self.msisdn.clone(),
+            request_id: Some(self.request_id.clone()),
+            path: Some(self.path.clone()),
+        }
+    }
+
+    /// Appends an audit event with this request's caller and facts; the
+    /// request must fail (503) if this fails.
+    pub async fn audit(&self, event: crate::audit::Event) -> Result<(), ApiError> {
+        crate::audit::record(&self.state.storage, event).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit log");
+            ApiError::unavailable("the audit log cannot be written", 5)
+        })
+    }
+
+    /// An audit event of `kind` by this caller.
+    pub fn event(&self, kind: crate::audit::EventType) -> crate::audit::Event {
+        crate::audit::Event::new(kind, self.actor(), self.facts())
+    }
     /// A path parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())

@@ -18,7 +18,8 @@ pub struct ClaimedMessage {
     pub body: Vec<u8>,
     /// Attempts made before this one.
     pub attempts: i64,
-    /// Unix ms of acceptance.
+    /// Unix ms from which `delivery.max_age` counts (acceptance, or the last
+    /// manual retry).
     pub created_at: i64,
     /// Meter id.
     pub meter_id: String,
@@ -41,7 +42,7 @@ pub fn claim_due(
          WHERE id IN (SELECT id FROM messages
                       WHERE status = 'pending' AND next_attempt_at <= ?1
                       ORDER BY next_attempt_at, id LIMIT ?3)
-         RETURNING id, message_id, body, attempts, created_at, meter_id, site_id, local_market",
+         RETURNING id, message_id, body, attempts, cycle_started, meter_id, site_id, local_market",
     )?;
     let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
         Ok(ClaimedMessage {

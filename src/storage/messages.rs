@@ -3,6 +3,8 @@
 
 use rusqlite::{Transaction, params};
 
+pub use super::message_queries::*;
+
 use super::StorageError;
 use super::ids::IdGenerator;
 
@@ -30,8 +32,9 @@ pub struct NewMessage {
 pub enum StoreOutcome {
     /// Stored as a new `pending` message.
     Inserted(i64),
-    /// The same messageId with the same content was stored before.
-    Duplicate(i64),
+    /// The same messageId with the same content was stored before (its
+    /// current status).
+    Duplicate(i64, MessageStatus),
     /// The same messageId was stored before with different content.
     Conflict(i64),
 }
@@ -49,21 +52,25 @@ pub fn store_batch(
     items: &[NewMessage],
     same_content: SameContent,
 ) -> Result<Vec<StoreOutcome>, StorageError> {
-    let mut find = tx.prepare_cached("SELECT id, body FROM messages WHERE message_id = ?1")?;
+    let mut find = tx.prepare_cached("SELECT id, body, status FROM messages WHERE message_id = ?1")?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market,
-                               data_feed_type, datapoints, body, created_at, updated_at, next_attempt_at)
-         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
+        "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market, data_feed_type,
+                               datapoints, body, created_at, updated_at, next_attempt_at, cycle_started)
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?9)",
     )?;
     let mut outcomes = Vec::with_capacity(items.len());
     for m in items {
         let existing = find
-            .query_row([&m.message_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_row([&m.message_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+            })
             .map(Some)
             .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
         let outcome = match existing {
-            Some((id, body)) if same_content(&body, &m.body) => StoreOutcome::Duplicate(id),
-            Some((id, _)) => StoreOutcome::Conflict(id),
+            Some((id, body, status)) if same_content(&body, &m.body) => {
+                StoreOutcome::Duplicate(id, MessageStatus::parse(&status).unwrap_or(MessageStatus::Pending))
+            }
+            Some((id, _, _)) => StoreOutcome::Conflict(id),
             None => {
                 let id = ids.next_id(now);
                 insert.execute(params![

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod ids;
 pub mod ingest;
 mod lock;
+mod message_queries;
 pub mod messages;
 mod migrations;
 

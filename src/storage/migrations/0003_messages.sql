@@ -12,7 +12,8 @@ CREATE TABLE messages (
     local_market    TEXT NOT NULL,
     data_feed_type  TEXT NOT NULL,
     datapoints      INTEGER NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,  -- in the current retry cycle
+    cycle_started   INTEGER NOT NULL,            -- max_age counts from here (acceptance or manual retry)
     body            BLOB NOT NULL,               -- the JSON as received
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,

@@ -1,0 +1,175 @@
+//! The in-memory identity directory: users, usable API keys and revoked
+//! token ids, loaded from the database and reloaded whenever the database's
+//! `auth_generation` counter moves (triggers bump it on every change, also
+//! from CLI commands on the same data directory). The request path reads only
+//! this, never the database.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::Connection;
+
+use super::api_keys::KeyHash;
+use super::rate_limit::RateLimiter;
+use crate::domain::user::{Roles, UserStatus};
+use crate::storage::StorageError;
+use crate::storage::identity::{self as store, UserRecord};
+
+/// A user as the guard and login see it.
+#[derive(Debug, Clone)]
+pub struct CachedUser {
+    /// User id.
+    pub id: String,
+    /// Username.
+    pub username: String,
+    /// Current roles (authoritative, not the token's).
+    pub roles: Roles,
+    /// Active or deactivated.
+    pub status: UserStatus,
+    /// The argon2 PHC string, for login.
+    pub password_hash: String,
+}
+
+/// A usable API key.
+#[derive(Debug, Clone)]
+pub struct CachedKey {
+    /// Key id.
+    pub id: String,
+    /// Expiry (Unix ms).
+    pub expires_at: Option<i64>,
+    /// Its rate limiter, if limited.
+    pub limiter: Option<Arc<RateLimiter>>,
+}
+
+/// Default rate limit for keys without their own: (per second, burst).
+pub type DefaultRate = Option<(f64, u32)>;
+
+#[derive(Default)]
+struct Snapshot {
+    users: HashMap<String, Arc<CachedUser>>,
+    by_name: HashMap<String, String>,
+    keys: HashMap<KeyHash, CachedKey>,
+    revoked: HashMap<String, i64>,
+}
+
+/// The directory, shared by every request.
+pub struct Directory {
+    snapshot: RwLock<Snapshot>,
+    generation: AtomicI64,
+    default_rate: DefaultRate,
+    key_uses: Mutex<HashMap<String, i64>>,
+}
+
+impl Directory {
+    /// Loads everything from `conn`.
+    pub fn load(conn: &Connection, default_rate: DefaultRate) -> Result<Self, StorageError> {
+        let dir = Self {
+            snapshot: RwLock::new(Snapshot::default()),
+            generation: AtomicI64::new(-1),
+            default_rate,
+            key_uses: Mutex::new(HashMap::new()),
+        };
+        dir.reload(conn)?;
+        Ok(dir)
+    }
+
+    /// Reloads if the database changed since the last load; true if it did.
+    pub fn refresh(&self, conn: &Connection) -> Result<bool, StorageError> {
+        if store::auth_generation(conn)? == self.generation.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.reload(conn)?;
+        Ok(true)
+    }
+
+    /// Reloads unconditionally (after this process changed something).
+    pub fn reload(&self, conn: &Connection) -> Result<(), StorageError> {
+        let generation = store::auth_generation(conn)?;
+        let now = crate::clock::now_millis();
+        let mut next = Snapshot::default();
+        for u in store::all_users(conn)? {
+            if let Some(user) = cached_user(u) {
+                next.by_name.insert(user.username.to_lowercase(), user.id.clone());
+                next.users.insert(user.id.clone(), Arc::new(user));
+            }
+        }
+        let previous = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        for k in store::all_api_keys(conn)? {
+            if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let Ok(hash) = KeyHash::from_hex(&hex::encode(&k.key_hash)) else { continue };
+            let rate = match (k.rate_per_sec, k.burst) {
+                (Some(r), b) if r > 0.0 => Some((r, b.map_or(r.ceil() as u32, |b| b.max(1) as u32))),
+                (Some(_), _) => None,
+                (None, _) => self.default_rate,
+            };
+            // Keep a key's bucket across reloads so a reload never refills it.
+            let kept = previous.keys.get(&hash).and_then(|c| c.limiter.clone()).filter(|l| Some(l.rate()) == rate);
+            let limiter = kept.or_else(|| rate.map(|(r, b)| Arc::new(RateLimiter::new(r, b))));
+            next.keys.insert(hash, CachedKey { id: k.id, expires_at: k.expires_at, limiter });
+        }
+        drop(previous);
+        next.revoked = store::revoked_unexpired(conn, now)?.into_iter().collect();
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.generation.store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// A user by id.
+    pub fn user(&self, id: &str) -> Option<Arc<CachedUser>> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).users.get(id).cloned()
+    }
+
+    /// A user by username (case-insensitive).
+    pub fn user_by_name(&self, username: &str) -> Option<Arc<CachedUser>> {
+        let s = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        s.by_name.get(&username.to_lowercase()).and_then(|id| s.users.get(id)).cloned()
+    }
+
+    /// A usable key by the hash of what was presented.
+    pub fn key(&self, hash: &KeyHash) -> Option<CachedKey> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).keys.get(hash).cloned()
+    }
+
+    /// True when the token id was revoked.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).revoked.contains_key(jti)
+    }
+
+    /// Marks a token revoked at once (its row is written by the caller).
+    pub fn revoke(&self, jti: &str, expires_at: i64) {
+        self.snapshot.write().unwrap_or_else(|e| e.into_inner()).revoked.insert(jti.to_string(), expires_at);
+    }
+
+    /// Notes that a key was used now; written to the database in batches.
+    pub fn note_key_use(&self, key_id: &str, now: i64) {
+        let mut uses = self.key_uses.lock().unwrap_or_else(|e| e.into_inner());
+        match uses.get_mut(key_id) {
+            Some(at) => *at = now,
+            None => {
+                uses.insert(key_id.to_string(), now);
+            }
+        }
+    }
+
+    /// Takes the key uses noted since the last call.
+    pub fn take_key_uses(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.key_uses.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect()
+    }
+}
+
+fn cached_user(u: UserRecord) -> Option<CachedUser> {
+    let roles = Roles::parse(u.roles.split(',').filter(|r| !r.is_empty())).ok();
+    let status = UserStatus::parse(&u.status).ok();
+    match (roles, status) {
+        (Some(roles), Some(status)) => {
+            Some(CachedUser { id: u.id, username: u.username, roles, status, password_hash: u.password_hash })
+        }
+        _ => {
+            tracing::warn!(user_id = %u.id, "skipping a user row with unknown roles or status");
+            None
+        }
+    }
+}

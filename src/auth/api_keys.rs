@@ -37,7 +37,7 @@ pub enum ApiKeyError {
     /// A presented key does not have the `el_<id>_<secret>` shape.
     #[error("API key is malformed")]
     Malformed,
-    /// A stored hash is not 64 hex characters.
+    /// A stored hash is not 64 hex characters or 32 bytes.
     #[error("stored API key hash is malformed")]
     MalformedHash,
     /// The system's random number generator failed.
@@ -106,12 +106,8 @@ pub fn is_well_formed(presented: &str) -> bool {
         return false;
     };
     presented.len() == KEY_CHARS
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The SHA-256 of a key: what is stored, and what a presented key is looked
@@ -127,11 +123,7 @@ impl KeyHash {
 
     /// The hash of a presented key, refusing a malformed one.
     pub fn of_presented(presented: &str) -> Result<Self, ApiKeyError> {
-        if is_well_formed(presented) {
-            Ok(Self::of(presented))
-        } else {
-            Err(ApiKeyError::Malformed)
-        }
+        if is_well_formed(presented) { Ok(Self::of(presented)) } else { Err(ApiKeyError::Malformed) }
     }
 
     /// Reads a hash stored as 64 lowercase or uppercase hex characters.
@@ -145,6 +137,11 @@ impl KeyHash {
             *byte = u8::from_str_radix(pair, 16).map_err(|_| ApiKeyError::MalformedHash)?;
         }
         Ok(Self(bytes))
+    }
+
+    /// Reads a hash stored as its 32 raw bytes (a BLOB column).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApiKeyError> {
+        <[u8; 32]>::try_from(bytes).map(Self).map_err(|_| ApiKeyError::MalformedHash)
     }
 
     /// The hash as 64 lowercase hex characters, for storage.
@@ -205,9 +202,8 @@ mod tests {
         let key = NewApiKey::generate().unwrap();
         let secret = URL_SAFE_NO_PAD.decode(&key.expose()[12..]).unwrap();
         assert_eq!(secret.len(), 32);
-        let keys: HashSet<String> = (0..200)
-            .map(|_| NewApiKey::generate().unwrap().expose().to_owned())
-            .collect();
+        let keys: HashSet<String> =
+            (0..200).map(|_| NewApiKey::generate().unwrap().expose().to_owned()).collect();
         assert_eq!(keys.len(), 200);
         let secrets: HashSet<&str> = keys.iter().map(|k| &k[12..]).collect();
         assert_eq!(secrets.len(), 200);
@@ -237,18 +233,10 @@ mod tests {
         assert_eq!(hex.len(), 64);
         assert_eq!(KeyHash::from_hex(&hex), Ok(hash));
         assert_eq!(KeyHash::from_hex(&hex.to_uppercase()), Ok(hash));
-        for bad in [
-            "",
-            "abc",
-            &hex[..63],
-            &format!("{}zz", &hex[..62]),
-            &"é".repeat(32),
-        ] {
-            assert_eq!(
-                KeyHash::from_hex(bad),
-                Err(ApiKeyError::MalformedHash),
-                "{bad}"
-            );
+        assert_eq!(KeyHash::from_bytes(hash.as_bytes()), Ok(hash));
+        assert_eq!(KeyHash::from_bytes(&hash.as_bytes()[..31]), Err(ApiKeyError::MalformedHash));
+        for bad in ["", "abc", &hex[..63], &format!("{}zz", &hex[..62]), &"é".repeat(32)] {
+            assert_eq!(KeyHash::from_hex(bad), Err(ApiKeyError::MalformedHash), "{bad}");
         }
     }
 

@@ -88,17 +88,11 @@ impl PasswordHasherPool {
             Some(phc) => {
                 let matches = passwords::verify_password_in(&password, &phc, memory)?;
                 let needs_rehash = matches && passwords::needs_rehash(&phc, &settings);
-                Ok(PasswordCheck {
-                    matches,
-                    needs_rehash,
-                })
+                Ok(PasswordCheck { matches, needs_rehash })
             }
             None => {
                 passwords::verify_password_in(&password, &dummy_phc, memory)?;
-                Ok(PasswordCheck {
-                    matches: false,
-                    needs_rehash: false,
-                })
+                Ok(PasswordCheck { matches: false, needs_rehash: false })
             }
         })
         .await
@@ -107,8 +101,7 @@ impl PasswordHasherPool {
     /// Hashes a new password with the current settings into a PHC string.
     pub async fn hash(&self, password: NewPassword) -> Result<String, PasswordError> {
         let settings = self.settings;
-        self.run(move |memory| passwords::hash_password_in(&password, &settings, memory))
-            .await
+        self.run(move |memory| passwords::hash_password_in(&password, &settings, memory)).await
     }
 
     /// Waits up to the queue timeout for a permit, then runs `work` with a
@@ -123,25 +116,15 @@ impl PasswordHasherPool {
             Ok(Ok(permit)) => permit,
             // Timed out, or the semaphore was closed (it never is).
             Ok(Err(_)) | Err(_) => {
-                return Err(PasswordError::Overloaded {
-                    retry_after_secs: self.retry_after_secs(),
-                });
+                return Err(PasswordError::Overloaded { retry_after_secs: self.retry_after_secs() });
             }
         };
         let memories = Arc::clone(&self.memories);
         tokio::task::spawn_blocking(move || {
-            let take = || {
-                memories
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop()
-            };
-            let mut memory = take().unwrap_or_default();
+            let idle = memories.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let mut memory = idle.unwrap_or_default();
             let outcome = work(&mut memory);
-            memories
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(memory);
+            memories.lock().unwrap_or_else(PoisonError::into_inner).push(memory);
             drop(permit);
             outcome
         })
@@ -175,41 +158,17 @@ mod tests {
         let pool = cheap_pool(2, Duration::from_secs(5));
         let phc = pool.hash(new_password("Pool-password-1")).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
-        let good = pool
-            .verify("Pool-password-1".into(), Some(phc.clone()))
-            .await
-            .unwrap();
-        assert_eq!(
-            good,
-            PasswordCheck {
-                matches: true,
-                needs_rehash: false
-            }
-        );
-        let bad = pool
-            .verify("Pool-password-2".into(), Some(phc))
-            .await
-            .unwrap();
-        assert_eq!(
-            bad,
-            PasswordCheck {
-                matches: false,
-                needs_rehash: false
-            }
-        );
+        let good = pool.verify("Pool-password-1".into(), Some(phc.clone())).await.unwrap();
+        assert_eq!(good, PasswordCheck { matches: true, needs_rehash: false });
+        let bad = pool.verify("Pool-password-2".into(), Some(phc)).await.unwrap();
+        assert_eq!(bad, PasswordCheck { matches: false, needs_rehash: false });
     }
 
     #[tokio::test]
     async fn unknown_users_never_match() {
         let pool = cheap_pool(1, Duration::from_secs(5));
         let check = pool.verify("Pool-password-1".into(), None).await.unwrap();
-        assert_eq!(
-            check,
-            PasswordCheck {
-                matches: false,
-                needs_rehash: false
-            }
-        );
+        assert_eq!(check, PasswordCheck { matches: false, needs_rehash: false });
     }
 
     #[tokio::test]
@@ -217,36 +176,16 @@ mod tests {
         let weak = Argon2Settings::new(512, 1, 1).unwrap();
         let phc = passwords::hash_password(&new_password("Weak-password-1"), &weak).unwrap();
         let pool = cheap_pool(1, Duration::from_secs(5));
-        let good = pool
-            .verify("Weak-password-1".into(), Some(phc.clone()))
-            .await
-            .unwrap();
-        assert_eq!(
-            good,
-            PasswordCheck {
-                matches: true,
-                needs_rehash: true
-            }
-        );
-        let bad = pool
-            .verify("Weak-password-2".into(), Some(phc))
-            .await
-            .unwrap();
-        assert_eq!(
-            bad,
-            PasswordCheck {
-                matches: false,
-                needs_rehash: false
-            }
-        );
+        let good = pool.verify("Weak-password-1".into(), Some(phc.clone())).await.unwrap();
+        assert_eq!(good, PasswordCheck { matches: true, needs_rehash: true });
+        let bad = pool.verify("Weak-password-2".into(), Some(phc)).await.unwrap();
+        assert_eq!(bad, PasswordCheck { matches: false, needs_rehash: false });
     }
 
     #[tokio::test]
     async fn malformed_stored_hashes_are_errors() {
         let pool = cheap_pool(1, Duration::from_secs(5));
-        let outcome = pool
-            .verify("Pool-password-1".into(), Some("garbage".into()))
-            .await;
+        let outcome = pool.verify("Pool-password-1".into(), Some("garbage".into())).await;
         assert_eq!(outcome, Err(PasswordError::MalformedHash));
     }
 
@@ -256,12 +195,7 @@ mod tests {
         let held = Arc::clone(&pool.permits).acquire_owned().await.unwrap();
         let started = std::time::Instant::now();
         let outcome = pool.verify("Pool-password-1".into(), None).await;
-        assert_eq!(
-            outcome,
-            Err(PasswordError::Overloaded {
-                retry_after_secs: 2
-            })
-        );
+        assert_eq!(outcome, Err(PasswordError::Overloaded { retry_after_secs: 2 }));
         assert!(started.elapsed() >= Duration::from_millis(1500));
         let outcome = pool.hash(new_password("Pool-password-1")).await;
         assert!(matches!(outcome, Err(PasswordError::Overloaded { .. })));
@@ -308,23 +242,14 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
         assert_eq!(pool.permits.available_permits(), 2);
-        assert!(
-            pool.memories.lock().unwrap().len() <= 2,
-            "one buffer per permit at most"
-        );
+        assert!(pool.memories.lock().unwrap().len() <= 2, "one buffer per permit at most");
     }
 
     #[test]
     fn retry_after_rounds_the_timeout_up_to_whole_seconds() {
-        assert_eq!(
-            cheap_pool(1, Duration::from_millis(1)).retry_after_secs(),
-            1
-        );
+        assert_eq!(cheap_pool(1, Duration::from_millis(1)).retry_after_secs(), 1);
         assert_eq!(cheap_pool(1, Duration::from_secs(2)).retry_after_secs(), 2);
-        assert_eq!(
-            cheap_pool(1, Duration::from_millis(2001)).retry_after_secs(),
-            3
-        );
+        assert_eq!(cheap_pool(1, Duration::from_millis(2001)).retry_after_secs(), 3);
         assert!(PasswordHasherPool::default_concurrency() >= 1);
     }
 }

@@ -9,12 +9,16 @@
 //!
 //! Lanes (`p`) are computed one after another on the calling thread: the
 //! `argon2` crate's `parallel` feature (rayon) is deliberately not enabled.
-//! On a busy server the pool already keeps every core busy with one hash per
-//! permit, so spreading one hash over several cores would only add a second
-//! thread pool competing with tokio's, raise per-hash memory bandwidth
-//! contention and leave throughput unchanged; what it would shorten is the
-//! latency of a lone login on an idle machine. Measured on the 2-core
-//! development machine (release build): see the crate's `BENCHMARKS.md`.
+//! Under load the pool already runs one hash per core, and spreading each
+//! hash over several cores then changes nothing but adds a second thread
+//! pool competing with tokio's. Rough release-build figures on the 2-core
+//! development machine (shared with other builds, so ±30 %), legacy
+//! `m=102400,t=2,p=8` verifications through the pool: sequential lanes,
+//! 2 permits ≈ 14/s; rayon lanes, 1 permit ≈ 15/s, 2 permits ≈ 14/s. Rayon
+//! would only halve a lone login's latency on an idle machine (≈ 70 ms
+//! instead of ≈ 120 ms), which the ≥ 10/s throughput target does not need.
+//! Reusing working memory ([`WorkMemory`]) matters more: a fresh 100 MiB
+//! allocation per hash made each legacy verification ≈ 1.5× slower.
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use base64::Engine;
@@ -28,6 +32,10 @@ use crate::domain::user::NewPassword;
 /// of letting each login allocate without bound.
 pub const MAX_VERIFY_MEMORY_KIB: u32 = 256 * 1024;
 
+/// The most iterations this module agrees to verify, for the same reason:
+/// a stored hash must not be able to pin a core for minutes.
+pub const MAX_VERIFY_ITERATIONS: u32 = 64;
+
 /// Why hashing or verifying could not give an answer. A wrong password is
 /// not an error: [`verify_password`] answers `Ok(false)`. Messages never
 /// contain a password or a hash.
@@ -39,8 +47,9 @@ pub enum PasswordError {
     /// The stored hash is not a well-formed argon2 PHC string.
     #[error("stored password hash is not a valid argon2 PHC string")]
     MalformedHash,
-    /// The stored hash is argon2 but asks for more memory than allowed.
-    #[error("stored password hash needs more memory than this server allows")]
+    /// The stored hash is argon2 but asks for more memory or iterations
+    /// than allowed.
+    #[error("stored password hash is costlier than this server allows")]
     TooCostly,
     /// Hashing failed for a reason inside argon2 (e.g. no randomness).
     #[error("password hashing failed")]
@@ -69,19 +78,11 @@ pub struct Argon2Settings {
 
 impl Argon2Settings {
     /// OWASP's minimum recommended argon2id settings, the default.
-    pub const OWASP: Self = Self {
-        memory_kib: 19_456,
-        iterations: 2,
-        parallelism: 1,
-    };
+    pub const OWASP: Self = Self { memory_kib: 19_456, iterations: 2, parallelism: 1 };
 
     /// Checks the parameters against argon2's limits (e.g. `m ≥ 8·p`).
     pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, PasswordError> {
-        let settings = Self {
-            memory_kib,
-            iterations,
-            parallelism,
-        };
+        let settings = Self { memory_kib, iterations, parallelism };
         settings.params()?;
         Ok(settings)
     }
@@ -144,10 +145,7 @@ impl std::fmt::Debug for WorkMemory {
 
 /// Hashes a new password with argon2id and a fresh random 16-byte salt,
 /// giving a PHC string such as `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`.
-pub fn hash_password(
-    password: &NewPassword,
-    settings: &Argon2Settings,
-) -> Result<String, PasswordError> {
+pub fn hash_password(password: &NewPassword, settings: &Argon2Settings) -> Result<String, PasswordError> {
     hash_password_in(password, settings, &mut WorkMemory::default())
 }
 
@@ -194,11 +192,10 @@ pub fn verify_password_in(
 ) -> Result<bool, PasswordError> {
     let hash = parse_argon2_phc(stored_phc)?;
     let params = Params::try_from(&hash).map_err(|_| PasswordError::MalformedHash)?;
-    if params.m_cost() > MAX_VERIFY_MEMORY_KIB {
+    if params.m_cost() > MAX_VERIFY_MEMORY_KIB || params.t_cost() > MAX_VERIFY_ITERATIONS {
         return Err(PasswordError::TooCostly);
     }
-    let algorithm =
-        Algorithm::try_from(hash.algorithm.as_str()).map_err(|_| PasswordError::MalformedHash)?;
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(|_| PasswordError::MalformedHash)?;
     let version = match hash.version {
         Some(number) => Version::try_from(number).map_err(|_| PasswordError::MalformedHash)?,
         None => Version::V0x10,
@@ -275,49 +272,23 @@ mod tests {
         NewPassword::parse(raw.to_owned(), 12).unwrap()
     }
 
-    /// `(username, phc, status)` rows of the original service's user export.
+    /// `(username, phc, status)` rows of the original service's user export,
+    /// `id,username,"phc",type,creator,status` (the PHC string has commas).
     fn legacy_users() -> Vec<(String, String, String)> {
         let csv = include_str!("../../tests/fixtures/legacy/backoffice_users.csv");
-        csv.lines()
-            .skip(1)
-            .map(|line| {
-                // id,username,"phc",type,creator,status — the PHC string is quoted (it has commas).
-                let (head, rest) = line.split_once(",\"").unwrap();
-                let (phc, tail) = rest.split_once("\",").unwrap();
-                let username = head.split(',').nth(1).unwrap();
-                let status = tail.rsplit(',').next().unwrap();
-                (username.to_owned(), phc.to_owned(), status.to_owned())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn default_settings_are_owasps() {
-        let settings = Argon2Settings::default();
-        assert_eq!(
-            (
-                settings.memory_kib(),
-                settings.iterations(),
-                settings.parallelism()
-            ),
-            (19_456, 2, 1)
-        );
+        let row = |line: &str| {
+            let fields: Vec<&str> = line.split('"').collect();
+            let username = fields[0].split(',').nth(1).unwrap();
+            (username.to_owned(), fields[1].to_owned(), fields[2].rsplit(',').next().unwrap().to_owned())
+        };
+        csv.lines().skip(1).map(row).collect()
     }
 
     #[test]
     fn settings_outside_argon2_limits_are_refused() {
-        assert!(matches!(
-            Argon2Settings::new(4, 1, 1),
-            Err(PasswordError::InvalidSettings(_))
-        ));
-        assert!(matches!(
-            Argon2Settings::new(1024, 0, 1),
-            Err(PasswordError::InvalidSettings(_))
-        ));
-        assert!(matches!(
-            Argon2Settings::new(1024, 1, 0),
-            Err(PasswordError::InvalidSettings(_))
-        ));
+        assert!(matches!(Argon2Settings::new(4, 1, 1), Err(PasswordError::InvalidSettings(_))));
+        assert!(matches!(Argon2Settings::new(1024, 0, 1), Err(PasswordError::InvalidSettings(_))));
+        assert!(matches!(Argon2Settings::new(1024, 1, 0), Err(PasswordError::InvalidSettings(_))));
     }
 
     #[test]
@@ -331,54 +302,29 @@ mod tests {
         assert_eq!(verify_password("", &phc), Ok(false));
         // A fresh salt each time.
         assert_ne!(phc, hash_password(&password, &settings).unwrap());
-    }
-
-    #[test]
-    fn our_phc_strings_verify_with_the_argon2_crate_itself() {
-        let phc = hash_password(&new_password("Cross-checked-1"), &cheap()).unwrap();
+        // The argon2 crate's own verifier agrees with our PHC strings.
         let parsed = PasswordHash::new(&phc).unwrap();
-        assert!(
-            Argon2::default()
-                .verify_password(b"Cross-checked-1", &parsed)
-                .is_ok()
-        );
-        assert!(
-            Argon2::default()
-                .verify_password(b"Cross-checked-2", &parsed)
-                .is_err()
-        );
+        assert!(Argon2::default().verify_password(b"Correct-horse-1", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"Correct-horse-2", &parsed).is_err());
     }
 
     #[test]
     fn one_work_memory_serves_hashes_of_any_size() {
         let mut memory = WorkMemory::default();
         let (_, legacy_phc, _) = &legacy_users()[0];
-        assert_eq!(
-            verify_password_in("Legacy-admin-pass-1", legacy_phc, &mut memory),
-            Ok(true)
-        );
+        assert_eq!(verify_password_in("Legacy-admin-pass-1", legacy_phc, &mut memory), Ok(true));
         assert_eq!(memory.capacity_bytes(), 102_400 * 1024);
-        let phc =
-            hash_password_in(&new_password("Small-after-big"), &cheap(), &mut memory).unwrap();
-        assert_eq!(
-            verify_password_in("Small-after-big", &phc, &mut memory),
-            Ok(true)
-        );
-        assert_eq!(
-            verify_password_in("Legacy-admin-pass-1", legacy_phc, &mut memory),
-            Ok(true)
-        );
-        assert_eq!(
-            memory.capacity_bytes(),
-            102_400 * 1024,
-            "grows to the largest, never more"
-        );
+        let phc = hash_password_in(&new_password("Small-after-big"), &cheap(), &mut memory).unwrap();
+        assert_eq!(verify_password_in("Small-after-big", &phc, &mut memory), Ok(true));
+        assert_eq!(verify_password_in("Legacy-admin-pass-1", legacy_phc, &mut memory), Ok(true));
+        assert_eq!(memory.capacity_bytes(), 102_400 * 1024, "grows to the largest, never more");
     }
 
     #[test]
-    fn default_settings_hash_and_verify() {
-        let phc =
-            hash_password(&new_password("Owasp-default-1"), &Argon2Settings::default()).unwrap();
+    fn default_settings_are_owasps_and_hash_and_verify() {
+        let settings = Argon2Settings::default();
+        assert_eq!((settings.memory_kib(), settings.iterations(), settings.parallelism()), (19_456, 2, 1));
+        let phc = hash_password(&new_password("Owasp-default-1"), &Argon2Settings::default()).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert_eq!(verify_password("Owasp-default-1", &phc), Ok(true));
     }
@@ -397,11 +343,7 @@ mod tests {
             let (_, phc, _) = users.iter().find(|(name, _, _)| name == username).unwrap();
             assert!(phc.starts_with("$argon2id$v=19$m=102400,t=2,p=8$"));
             assert_eq!(verify_password(password, phc), Ok(true), "{username}");
-            assert_eq!(
-                verify_password("Legacy-admin-pass-2", phc),
-                Ok(false),
-                "{username}"
-            );
+            assert_eq!(verify_password("Legacy-admin-pass-2", phc), Ok(false), "{username}");
         }
         let (_, _, status) = users.iter().find(|(name, _, _)| name == "olduser").unwrap();
         assert_eq!(status, "deactivated");
@@ -415,16 +357,8 @@ mod tests {
                 .hash_password(b"Some-old-password")
                 .unwrap()
                 .to_string();
-            assert_eq!(
-                verify_password("Some-old-password", &phc),
-                Ok(true),
-                "{phc}"
-            );
-            assert_eq!(
-                verify_password("Some-old-passwore", &phc),
-                Ok(false),
-                "{phc}"
-            );
+            assert_eq!(verify_password("Some-old-password", &phc), Ok(true), "{phc}");
+            assert_eq!(verify_password("Some-old-passwore", &phc), Ok(false), "{phc}");
             assert!(needs_rehash(&phc, &cheap()));
         }
     }
@@ -438,48 +372,33 @@ mod tests {
             "$pbkdf2-sha256$29000$N2ZPaSVqxb8XYgwBQAIgxA$0pLrbd9Ix8mKHCr2Fj/Dtg",
             "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
         ] {
-            assert_eq!(
-                verify_password("whatever-pass", bad),
-                Err(PasswordError::MalformedHash),
-                "{bad}"
-            );
+            assert_eq!(verify_password("whatever-pass", bad), Err(PasswordError::MalformedHash), "{bad}");
         }
+        let err = verify_password("Secret-pass-123", "$argon2id$broken").unwrap_err();
+        assert!(!err.to_string().contains("Secret") && !err.to_string().contains("broken"));
     }
 
     #[test]
-    fn hashes_asking_for_too_much_memory_are_refused_before_allocating() {
+    fn hashes_asking_for_too_much_memory_or_time_are_refused_before_running() {
         let greedy = "$argon2id$v=19$m=4194304,t=1,p=1$ZW5lcmd5bG9hZC1kdW1teQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-        assert_eq!(
-            verify_password("whatever-pass", greedy),
-            Err(PasswordError::TooCostly)
-        );
+        assert_eq!(verify_password("whatever-pass", greedy), Err(PasswordError::TooCostly));
+        let slow = greedy.replace("m=4194304,t=1", "m=1024,t=100000");
+        assert_eq!(verify_password("whatever-pass", &slow), Err(PasswordError::TooCostly));
     }
 
     #[test]
     fn weaker_hashes_need_rehash_and_stronger_ones_do_not() {
         let current = Argon2Settings::default();
-        let at = |m: u32, t: u32, p: u32| {
-            let settings = Argon2Settings::new(m, t, p).unwrap();
-            dummy_hash(&settings)
-        };
+        let at = |m: u32, t: u32, p: u32| dummy_hash(&Argon2Settings::new(m, t, p).unwrap());
         assert!(!needs_rehash(&at(19_456, 2, 1), &current), "same settings");
-        assert!(
-            !needs_rehash(&legacy_users()[0].1, &current),
-            "legacy m=102400,t=2,p=8 is stronger"
-        );
-        assert!(
-            !needs_rehash(&at(19_456, 3, 4), &current),
-            "more iterations, more lanes"
-        );
+        assert!(!needs_rehash(&legacy_users()[0].1, &current), "legacy m=102400,t=2,p=8 is stronger");
+        assert!(!needs_rehash(&at(19_456, 3, 4), &current), "more iterations, more lanes");
         assert!(needs_rehash(&at(12_288, 3, 1), &current), "less memory");
         assert!(needs_rehash(&at(19_456, 1, 1), &current), "less work");
         assert!(needs_rehash(&at(1024, 1, 1), &current));
         assert!(needs_rehash("not a hash", &current));
         let stronger = Argon2Settings::new(131_072, 3, 1).unwrap();
-        assert!(
-            needs_rehash(&legacy_users()[0].1, &stronger),
-            "legacy is weaker than 128 MiB, t=3"
-        );
+        assert!(needs_rehash(&legacy_users()[0].1, &stronger), "legacy is weaker than 128 MiB, t=3");
     }
 
     #[test]
@@ -492,15 +411,6 @@ mod tests {
             assert_eq!(verify_password(password, &dummy), Ok(false));
         }
         let default_dummy = dummy_hash(&Argon2Settings::default());
-        assert_eq!(
-            verify_password("anything-at-all", &default_dummy),
-            Ok(false)
-        );
-    }
-
-    #[test]
-    fn errors_never_carry_the_password_or_hash() {
-        let err = verify_password("Secret-pass-123", "$argon2id$broken").unwrap_err();
-        assert!(!err.to_string().contains("Secret") && !err.to_string().contains("broken"));
+        assert_eq!(verify_password("anything-at-all", &default_dummy), Ok(false));
     }
 }

@@ -100,23 +100,14 @@ impl SigningKeys {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|source| KeyStoreError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            .map_err(|source| KeyStoreError::Io { path: dir.clone(), source })?;
         let mut keys = read_keys(&dir)?;
         if add_key || keys.is_empty() {
-            keys.push(create_key(
-                &dir,
-                now_ms.max(keys.last().map_or(0, |k| k.created_ms + 1)),
-            )?);
+            keys.push(create_key(&dir, now_ms.max(keys.last().map_or(0, |k| k.created_ms + 1)))?);
         }
         let retain_ms = (max_token_ttl.as_secs() + LEEWAY_SECS) * 1000;
         let retired: Vec<bool> = (0..keys.len())
-            .map(|i| {
-                keys.get(i + 1)
-                    .is_some_and(|next| next.created_ms + retain_ms < now_ms)
-            })
+            .map(|i| keys.get(i + 1).is_some_and(|next| next.created_ms + retain_ms < now_ms))
             .collect();
         let mut kept = Vec::with_capacity(keys.len());
         for (key, is_retired) in keys.into_iter().zip(retired) {
@@ -148,10 +139,7 @@ impl SigningKeys {
 
     /// The public key with this id, if it is current or still valid.
     pub fn verifying_key(&self, kid: &str) -> Option<&DecodingKey> {
-        self.keys
-            .iter()
-            .find(|key| key.kid == kid)
-            .map(|key| &key.decoding)
+        self.keys.iter().find(|key| key.kid == kid).map(|key| &key.decoding)
     }
 
     /// The JWKS document served at `/.well-known/jwks.json`: every key that
@@ -188,10 +176,7 @@ fn key_path(dir: &Path, kid: &str) -> PathBuf {
 
 /// Reads every `<kid>.pem` file, oldest first. Other files are ignored.
 fn read_keys(dir: &Path) -> Result<Vec<KeyPair>, KeyStoreError> {
-    let io_error = |source| KeyStoreError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_error = |source| KeyStoreError::Io { path: dir.to_path_buf(), source };
     let mut keys = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(io_error)? {
         let path = entry.map_err(io_error)?.path();
@@ -206,10 +191,7 @@ fn read_keys(dir: &Path) -> Result<Vec<KeyPair>, KeyStoreError> {
 
 fn read_key(path: &Path) -> Result<KeyPair, KeyStoreError> {
     let invalid = || KeyStoreError::InvalidKeyFile(path.to_path_buf());
-    let kid = path
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .ok_or_else(invalid)?;
+    let kid = path.file_stem().and_then(|stem| stem.to_str()).ok_or_else(invalid)?;
     let created_ms = Uuid::parse_str(kid)
         .ok()
         .filter(|uuid| uuid.get_version_num() == 7)
@@ -219,10 +201,8 @@ fn read_key(path: &Path) -> Result<KeyPair, KeyStoreError> {
             secs * 1000 + u64::from(nanos / 1_000_000)
         })
         .ok_or_else(invalid)?;
-    let pem = fs::read_to_string(path).map_err(|source| KeyStoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let pem =
+        fs::read_to_string(path).map_err(|source| KeyStoreError::Io { path: path.to_path_buf(), source })?;
     let signing_key = SigningKey::from_pkcs8_pem(&pem).map_err(|_| invalid())?;
     key_pair(kid.to_owned(), created_ms, &signing_key).ok_or_else(invalid)
 }
@@ -235,12 +215,8 @@ fn create_key(dir: &Path, created_ms: u64) -> Result<KeyPair, KeyStoreError> {
     let signing_key = SigningKey::from_bytes(&seed);
     let mut uuid_random = [0u8; 10];
     getrandom::fill(&mut uuid_random).map_err(|_| KeyStoreError::Randomness)?;
-    let kid = uuid::Builder::from_unix_timestamp_millis(created_ms, &uuid_random)
-        .into_uuid()
-        .to_string();
-    let pem = signing_key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|_| KeyStoreError::Encoding)?;
+    let kid = uuid::Builder::from_unix_timestamp_millis(created_ms, &uuid_random).into_uuid().to_string();
+    let pem = signing_key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyStoreError::Encoding)?;
 
     let path = key_path(dir, &kid);
     let temporary = dir.join(format!(".{kid}.pem.tmp"));
@@ -254,13 +230,10 @@ fn create_key(dir: &Path, created_ms: u64) -> Result<KeyPair, KeyStoreError> {
         .mode(0o600)
         .open(&temporary)
         .map_err(io_error(&temporary))?;
-    file.write_all(pem.as_bytes())
-        .map_err(io_error(&temporary))?;
+    file.write_all(pem.as_bytes()).map_err(io_error(&temporary))?;
     file.sync_all().map_err(io_error(&temporary))?;
     fs::rename(&temporary, &path).map_err(io_error(&path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
     key_pair(kid, created_ms, &signing_key).ok_or(KeyStoreError::Encoding)
 }
 
@@ -303,23 +276,11 @@ mod tests {
         let keys = SigningKeys::load_or_create(data.path(), TTL).unwrap();
         let dir = data.path().join(KEYS_DIR_NAME);
         assert_eq!(mode(&dir), 0o700);
-        assert_eq!(
-            pem_files(data.path()),
-            vec![format!("{}.pem", keys.current_kid())]
-        );
+        assert_eq!(pem_files(data.path()), vec![format!("{}.pem", keys.current_kid())]);
         let file = key_path(&dir, keys.current_kid());
         assert_eq!(mode(&file), 0o600);
-        assert!(
-            fs::read_to_string(file)
-                .unwrap()
-                .starts_with("-----BEGIN PRIVATE KEY-----")
-        );
-        assert_eq!(
-            Uuid::parse_str(keys.current_kid())
-                .unwrap()
-                .get_version_num(),
-            7
-        );
+        assert!(fs::read_to_string(file).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(Uuid::parse_str(keys.current_kid()).unwrap().get_version_num(), 7);
     }
 
     #[test]
@@ -344,18 +305,8 @@ mod tests {
         assert_eq!(key["alg"], "EdDSA");
         assert_eq!(key["use"], "sig");
         assert_eq!(key["kid"], keys.current_kid());
-        assert_eq!(
-            URL_SAFE_NO_PAD
-                .decode(key["x"].as_str().unwrap())
-                .unwrap()
-                .len(),
-            32
-        );
-        assert_eq!(
-            key.as_object().unwrap().len(),
-            6,
-            "no private member such as d"
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap().len(), 32);
+        assert_eq!(key.as_object().unwrap().len(), 6, "no private member such as d");
     }
 
     #[test]
@@ -366,16 +317,9 @@ mod tests {
         assert_ne!(rotated.current_kid(), old.current_kid());
         assert_eq!(rotated.signing_key().0, rotated.current_kid());
         assert!(rotated.verifying_key(old.current_kid()).is_some());
-        assert_eq!(
-            rotated.kids().collect::<Vec<_>>(),
-            vec![old.current_kid(), rotated.current_kid()]
-        );
+        assert_eq!(rotated.kids().collect::<Vec<_>>(), vec![old.current_kid(), rotated.current_kid()]);
         let jwks = rotated.jwks();
-        assert_eq!(
-            jwks["keys"][0]["kid"],
-            rotated.current_kid(),
-            "newest first"
-        );
+        assert_eq!(jwks["keys"][0]["kid"], rotated.current_kid(), "newest first");
         assert_eq!(jwks["keys"][1]["kid"], old.current_kid());
         let reloaded = SigningKeys::load_or_create(data.path(), TTL).unwrap();
         assert_eq!(reloaded.current_kid(), rotated.current_kid());
@@ -395,20 +339,11 @@ mod tests {
         let keys = SigningKeys::load_or_create(data.path(), TTL).unwrap();
         assert_eq!(keys.current_kid(), current);
         assert!(keys.verifying_key(&ancient).is_none());
-        assert!(
-            keys.verifying_key(&superseded_long_ago).is_none(),
-            "successor 2 h ago > 1 h TTL"
-        );
-        assert!(
-            keys.verifying_key(&superseded_recently).is_some(),
-            "successor 30 min ago"
-        );
+        assert!(keys.verifying_key(&superseded_long_ago).is_none(), "successor 2 h ago > 1 h TTL");
+        assert!(keys.verifying_key(&superseded_recently).is_some(), "successor 30 min ago");
         assert_eq!(
             pem_files(data.path()),
-            vec![
-                format!("{superseded_recently}.pem"),
-                format!("{current}.pem")
-            ]
+            vec![format!("{superseded_recently}.pem"), format!("{current}.pem")]
         );
         assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 2);
     }

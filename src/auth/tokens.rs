@@ -103,15 +103,9 @@ impl AccessTokens {
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = false;
-        validation.required_spec_claims = ["exp", "iss", "aud", "sub"]
-            .into_iter()
-            .map(String::from)
-            .collect::<HashSet<_>>();
-        Self {
-            keys,
-            settings,
-            validation,
-        }
+        validation.required_spec_claims =
+            ["exp", "iss", "aud", "sub"].into_iter().map(String::from).collect::<HashSet<_>>();
+        Self { keys, settings, validation }
     }
 
     /// The signing keys, e.g. for the JWKS document.
@@ -165,12 +159,8 @@ impl AccessTokens {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    TokenError::WrongAlgorithm
-                }
-                ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
-                    TokenError::InvalidClaims
-                }
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => TokenError::InvalidClaims,
                 _ => TokenError::Malformed,
             })?
             .claims;
@@ -205,10 +195,7 @@ mod tests {
     }
 
     fn tokens_in(dir: &tempfile::TempDir) -> AccessTokens {
-        AccessTokens::new(
-            SigningKeys::load_or_create(dir.path(), settings().ttl).unwrap(),
-            settings(),
-        )
+        AccessTokens::new(SigningKeys::load_or_create(dir.path(), settings().ttl).unwrap(), settings())
     }
 
     fn setup() -> (tempfile::TempDir, AccessTokens) {
@@ -218,11 +205,7 @@ mod tests {
     }
 
     fn claims(tokens: &AccessTokens) -> Claims {
-        tokens.claims_for(
-            "0191d0a2-user",
-            Roles::single(Role::Backoffice),
-            unix_now_secs(),
-        )
+        tokens.claims_for("0191d0a2-user", Roles::single(Role::Backoffice), unix_now_secs())
     }
 
     fn b64(value: &Value) -> String {
@@ -250,21 +233,12 @@ mod tests {
         assert_eq!(header.kid.as_deref(), Some(tokens.keys().current_kid()));
         assert_eq!(tokens.verify(&token), Ok(claims.clone()));
         assert_eq!(claims.exp - claims.iat, 3600);
-        assert_eq!(
-            (claims.iss.as_str(), claims.aud.as_str()),
-            ("energyload", "energyload")
-        );
-        let payload: Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(token.split('.').nth(1).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("energyload", "energyload"));
+        let payload: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
         assert_eq!(payload["roles"], json!(["backoffice"]));
-        assert_ne!(
-            tokens.claims_for("u", Roles::single(Role::User), 0).jti,
-            claims.jti
-        );
+        assert_ne!(tokens.claims_for("u", Roles::single(Role::User), 0).jti, claims.jti);
     }
 
     #[test]
@@ -272,12 +246,8 @@ mod tests {
         let (_dir, tokens) = setup();
         let payload = b64(&serde_json::to_value(claims(&tokens)).unwrap());
         for alg in ["none", "None", "NONE"] {
-            let header =
-                b64(&json!({"alg": alg, "typ": "JWT", "kid": tokens.keys().current_kid()}));
-            assert_eq!(
-                tokens.verify(&format!("{header}.{payload}.")),
-                Err(TokenError::Malformed)
-            );
+            let header = b64(&json!({"alg": alg, "typ": "JWT", "kid": tokens.keys().current_kid()}));
+            assert_eq!(tokens.verify(&format!("{header}.{payload}.")), Err(TokenError::Malformed));
         }
     }
 
@@ -290,8 +260,7 @@ mod tests {
         header.kid = Some(tokens.keys().current_kid().to_owned());
         let claims = claims(&tokens);
         for secret in [x.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(x).unwrap()] {
-            let forged =
-                jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&secret)).unwrap();
+            let forged = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&secret)).unwrap();
             assert_eq!(tokens.verify(&forged), Err(TokenError::WrongAlgorithm));
         }
     }
@@ -312,12 +281,9 @@ mod tests {
         let (_dir, tokens) = setup();
         let (_other_dir, other) = setup();
         let claims_json = serde_json::to_value(claims(&tokens)).unwrap();
-        let forged = jsonwebtoken::encode(
-            &current_header(&tokens),
-            &claims_json,
-            other.keys().signing_key().1,
-        )
-        .unwrap();
+        let forged =
+            jsonwebtoken::encode(&current_header(&tokens), &claims_json, other.keys().signing_key().1)
+                .unwrap();
         assert_eq!(tokens.verify(&forged), Err(TokenError::BadSignature));
     }
 
@@ -326,16 +292,10 @@ mod tests {
         let (_dir, tokens) = setup();
         let mut claims = claims(&tokens);
         claims.iss = "someone-else".into();
-        assert_eq!(
-            tokens.verify(&tokens.issue(&claims).unwrap()),
-            Err(TokenError::WrongIssuer)
-        );
+        assert_eq!(tokens.verify(&tokens.issue(&claims).unwrap()), Err(TokenError::WrongIssuer));
         claims.iss = "energyload".into();
         claims.aud = "another-service".into();
-        assert_eq!(
-            tokens.verify(&tokens.issue(&claims).unwrap()),
-            Err(TokenError::WrongAudience)
-        );
+        assert_eq!(tokens.verify(&tokens.issue(&claims).unwrap()), Err(TokenError::WrongAudience));
     }
 
     #[test]
@@ -344,15 +304,9 @@ mod tests {
         let now = unix_now_secs();
         let mut claims = claims(&tokens);
         (claims.iat, claims.exp) = (now - 3630, now - 30);
-        assert_eq!(
-            tokens.verify(&tokens.issue(&claims).unwrap()),
-            Ok(claims.clone())
-        );
+        assert_eq!(tokens.verify(&tokens.issue(&claims).unwrap()), Ok(claims.clone()));
         (claims.iat, claims.exp) = (now - 3662, now - 62);
-        assert_eq!(
-            tokens.verify(&tokens.issue(&claims).unwrap()),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(tokens.verify(&tokens.issue(&claims).unwrap()), Err(TokenError::Expired));
     }
 
     #[test]
@@ -360,19 +314,13 @@ mod tests {
         let (_dir, tokens) = setup();
         let token = tokens.issue(&claims(&tokens)).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
-        let mut payload: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         payload["roles"] = json!(["admin"]);
         let elevated = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
         assert_eq!(tokens.verify(&elevated), Err(TokenError::BadSignature));
         let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         signature[0] ^= 1;
-        let bad_signature = format!(
-            "{}.{}.{}",
-            parts[0],
-            parts[1],
-            URL_SAFE_NO_PAD.encode(signature)
-        );
+        let bad_signature = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(signature));
         assert_eq!(tokens.verify(&bad_signature), Err(TokenError::BadSignature));
         for junk in ["", "abc", "a.b.c", &format!("{}.{}", parts[0], parts[1])] {
             assert_eq!(tokens.verify(junk), Err(TokenError::Malformed), "{junk}");
@@ -389,20 +337,14 @@ mod tests {
         let mut claims = claims(&tokens);
         claims.iat = unix_now_secs() + 600;
         claims.exp = claims.iat + 3600;
-        assert_eq!(
-            tokens.verify(&tokens.issue(&claims).unwrap()),
-            Err(TokenError::InvalidClaims)
-        );
+        assert_eq!(tokens.verify(&tokens.issue(&claims).unwrap()), Err(TokenError::InvalidClaims));
     }
 
     #[test]
     fn tokens_survive_a_rotation_and_new_ones_use_the_new_key() {
         let (dir, tokens) = setup();
         let before = tokens.issue(&claims(&tokens)).unwrap();
-        let rotated = AccessTokens::new(
-            SigningKeys::rotate(dir.path(), settings().ttl).unwrap(),
-            settings(),
-        );
+        let rotated = AccessTokens::new(SigningKeys::rotate(dir.path(), settings().ttl).unwrap(), settings());
         assert!(rotated.verify(&before).is_ok());
         let after = rotated.issue(&claims(&rotated)).unwrap();
         assert_ne!(
@@ -410,11 +352,7 @@ mod tests {
             jsonwebtoken::decode_header(&before).unwrap().kid
         );
         assert!(rotated.verify(&after).is_ok());
-        assert_eq!(
-            tokens.verify(&after),
-            Err(TokenError::UnknownKey),
-            "until it re-loads"
-        );
+        assert_eq!(tokens.verify(&after), Err(TokenError::UnknownKey), "until it re-loads");
         assert!(tokens_in(&dir).verify(&after).is_ok());
     }
 

@@ -109,10 +109,7 @@ impl Role {
     /// Parses a role name as the contract spells it (`admin`, `backoffice`,
     /// `esight`, `user`), exactly.
     pub fn parse(raw: &str) -> Result<Self, UserValueError> {
-        Self::ALL
-            .into_iter()
-            .find(|role| role.as_str() == raw)
-            .ok_or(UserValueError::UnknownRole)
+        Self::ALL.into_iter().find(|role| role.as_str() == raw).ok_or(UserValueError::UnknownRole)
     }
 
     /// Parses a role name as the original service's user export spells it:
@@ -152,11 +149,7 @@ impl Roles {
     /// Builds a role set from any roles; refuses an empty one.
     pub fn new(roles: impl IntoIterator<Item = Role>) -> Result<Self, UserValueError> {
         let set: BTreeSet<Role> = roles.into_iter().collect();
-        if set.is_empty() {
-            Err(UserValueError::NoRoles)
-        } else {
-            Ok(Self(set))
-        }
+        if set.is_empty() { Err(UserValueError::NoRoles) } else { Ok(Self(set)) }
     }
 
     /// A set holding exactly one role.
@@ -166,11 +159,19 @@ impl Roles {
 
     /// Parses role names as the contract spells them.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, UserValueError> {
-        let roles = names
-            .into_iter()
-            .map(Role::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+        let roles = names.into_iter().map(Role::parse).collect::<Result<Vec<_>, _>>()?;
         Self::new(roles)
+    }
+
+    /// Parses a comma-separated list of role names as the contract spells
+    /// them (how storage keeps them; see [`Roles::to_list`]).
+    pub fn parse_list(list: &str) -> Result<Self, UserValueError> {
+        Self::parse(list.split(',').map(str::trim).filter(|name| !name.is_empty()))
+    }
+
+    /// The roles as a comma-separated list, in [`Role`] order: `admin,user`.
+    pub fn to_list(&self) -> String {
+        self.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
     }
 
     /// Parses the original service's `type` column: role names separated by
@@ -295,31 +296,11 @@ mod tests {
 
     #[test]
     fn usernames_follow_the_length_and_character_rule() {
-        for ok in [
-            "abc",
-            "admin-legacy",
-            "a.b_c@d-e",
-            "ABC123",
-            &"x".repeat(64),
-        ] {
+        for ok in ["abc", "admin-legacy", "a.b_c@d-e", "ABC123", &"x".repeat(64)] {
             assert_eq!(Username::parse(ok).unwrap().as_str(), ok);
         }
-        for bad in [
-            "",
-            "ab",
-            &"x".repeat(65),
-            "has space",
-            "tab\t",
-            "ünï",
-            "a/b",
-            "a:b",
-            "ab\n",
-        ] {
-            assert_eq!(
-                Username::parse(bad),
-                Err(UserValueError::InvalidUsername),
-                "{bad:?}"
-            );
+        for bad in ["", "ab", &"x".repeat(65), "has space", "tab\t", "ünï", "a/b", "a:b", "ab\n"] {
+            assert_eq!(Username::parse(bad), Err(UserValueError::InvalidUsername), "{bad:?}");
         }
     }
 
@@ -327,10 +308,7 @@ mod tests {
     fn usernames_serialize_as_strings_and_deserialize_through_parse() {
         let name = Username::parse("backoffice1").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"backoffice1\"");
-        assert_eq!(
-            serde_json::from_str::<Username>("\"backoffice1\"").unwrap(),
-            name
-        );
+        assert_eq!(serde_json::from_str::<Username>("\"backoffice1\"").unwrap(), name);
         assert!(serde_json::from_str::<Username>("\"no\"").is_err());
     }
 
@@ -355,43 +333,34 @@ mod tests {
         assert_eq!(roles.len(), 2);
         assert!(roles.contains(Role::Admin) && roles.contains(Role::User));
         assert!(!roles.contains(Role::Esight));
-        assert_eq!(
-            roles.iter().collect::<Vec<_>>(),
-            vec![Role::Admin, Role::User]
-        );
+        assert_eq!(roles.iter().collect::<Vec<_>>(), vec![Role::Admin, Role::User]);
         assert_eq!(Roles::new([]), Err(UserValueError::NoRoles));
-        assert_eq!(
-            Roles::parse(["user", "root"]),
-            Err(UserValueError::UnknownRole)
-        );
-        assert_eq!(
-            Roles::single(Role::Esight).iter().collect::<Vec<_>>(),
-            vec![Role::Esight]
-        );
+        assert_eq!(Roles::parse(["user", "root"]), Err(UserValueError::UnknownRole));
+        assert_eq!(Roles::single(Role::Esight).iter().collect::<Vec<_>>(), vec![Role::Esight]);
+    }
+
+    #[test]
+    fn role_sets_round_trip_through_comma_separated_lists() {
+        let roles = Roles::parse_list("user,admin, esight").unwrap();
+        assert_eq!(roles.to_list(), "admin,esight,user");
+        assert_eq!(Roles::parse_list(&roles.to_list()), Ok(roles));
+        assert_eq!(Roles::parse_list(""), Err(UserValueError::NoRoles));
+        assert_eq!(Roles::parse_list("e_sight"), Err(UserValueError::UnknownRole));
     }
 
     #[test]
     fn role_sets_read_the_legacy_type_column() {
         let roles = Roles::parse_legacy_list("backoffice,e_sight").unwrap();
         assert_eq!(roles, Roles::new([Role::Backoffice, Role::Esight]).unwrap());
-        assert_eq!(
-            Roles::parse_legacy_list("admin"),
-            Ok(Roles::single(Role::Admin))
-        );
+        assert_eq!(Roles::parse_legacy_list("admin"), Ok(Roles::single(Role::Admin)));
         assert_eq!(Roles::parse_legacy_list(""), Err(UserValueError::NoRoles));
-        assert_eq!(
-            Roles::parse_legacy_list("admin,boss"),
-            Err(UserValueError::UnknownRole)
-        );
+        assert_eq!(Roles::parse_legacy_list("admin,boss"), Err(UserValueError::UnknownRole));
     }
 
     #[test]
     fn role_sets_serialize_as_json_arrays() {
         let roles: Roles = serde_json::from_str(r#"["user","esight","user"]"#).unwrap();
-        assert_eq!(
-            serde_json::to_string(&roles).unwrap(),
-            r#"["esight","user"]"#
-        );
+        assert_eq!(serde_json::to_string(&roles).unwrap(), r#"["esight","user"]"#);
         assert!(serde_json::from_str::<Roles>("[]").is_err());
         assert!(serde_json::from_str::<Roles>(r#"["e_sight"]"#).is_err());
         assert!(serde_json::from_str::<Roles>(r#""admin""#).is_err());
@@ -400,18 +369,9 @@ mod tests {
     #[test]
     fn statuses_parse_and_serialize_lowercase() {
         assert_eq!(UserStatus::parse("active"), Ok(UserStatus::Active));
-        assert_eq!(
-            UserStatus::parse("deactivated"),
-            Ok(UserStatus::Deactivated)
-        );
-        assert_eq!(
-            UserStatus::parse("Active"),
-            Err(UserValueError::UnknownStatus)
-        );
-        assert_eq!(
-            serde_json::to_string(&UserStatus::Deactivated).unwrap(),
-            "\"deactivated\""
-        );
+        assert_eq!(UserStatus::parse("deactivated"), Ok(UserStatus::Deactivated));
+        assert_eq!(UserStatus::parse("Active"), Err(UserValueError::UnknownStatus));
+        assert_eq!(serde_json::to_string(&UserStatus::Deactivated).unwrap(), "\"deactivated\"");
         let parsed: UserStatus = serde_json::from_str("\"active\"").unwrap();
         assert_eq!(parsed, UserStatus::Active);
     }
@@ -419,23 +379,15 @@ mod tests {
     #[test]
     fn new_passwords_are_counted_in_characters() {
         assert!(NewPassword::parse("x".repeat(12), 12).is_ok());
-        assert_eq!(
-            NewPassword::parse("x".repeat(11), 12),
-            Err(UserValueError::PasswordTooShort { min: 12 })
-        );
+        assert_eq!(NewPassword::parse("x".repeat(11), 12), Err(UserValueError::PasswordTooShort { min: 12 }));
         assert!(NewPassword::parse("x".repeat(128), 12).is_ok());
-        assert_eq!(
-            NewPassword::parse("x".repeat(129), 12),
-            Err(UserValueError::PasswordTooLong)
-        );
+        assert_eq!(NewPassword::parse("x".repeat(129), 12), Err(UserValueError::PasswordTooLong));
         // 12 characters of 2 bytes each: long enough by characters, 24 bytes.
         assert!(NewPassword::parse("é".repeat(12), 12).is_ok());
         // 128 four-byte characters: 512 bytes, still within 128 characters.
         assert!(NewPassword::parse("🔑".repeat(128), 12).is_ok());
         assert_eq!(
-            NewPassword::parse("é".repeat(11), 12)
-                .unwrap_err()
-                .to_string(),
+            NewPassword::parse("é".repeat(11), 12).unwrap_err().to_string(),
             "password must be at least 12 characters"
         );
     }

@@ -1,15 +1,25 @@
 //! Builds the running appliance from a configuration: takes the data
-//! directory lock, opens and migrates the database, binds the listener, and
-//! owns shutdown. Tests call exactly this (`App::build`, `port`,
-//! `run_until_stopped`), with port 0 and a temporary data directory.
+//! directory lock, opens and migrates the database, loads signing keys and
+//! the identity directory, starts the ingest writer, delivery workers and
+//! housekeeping, binds the listener, and owns shutdown. Tests call exactly
+//! this (`App::build`, `port`, `run_until_stopped`), with port 0 and a
+//! temporary data directory.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
 
+use crate::auth::directory::Directory;
+use crate::auth::lockout::Lockout;
+use crate::auth::passwords::Argon2Settings;
+use crate::auth::signing_keys::SigningKeys;
+use crate::auth::tokens::{AccessTokens, TokenSettings};
+use crate::auth::{Guard, PasswordHasherPool};
 use crate::config::Config;
 use crate::delivery::{DeliveryHandle, DeliveryService};
 use crate::http::router::Router;
@@ -23,6 +33,12 @@ pub enum AppError {
     /// The data directory or database cannot be used.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The signing keys cannot be loaded or created.
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// The first admin cannot be created.
+    #[error("bootstrap admin: {0}")]
+    Bootstrap(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -45,10 +61,25 @@ pub struct AppState {
     pub ingest: IngestWriter,
     /// The delivery workers.
     pub delivery: DeliveryHandle,
+    /// The request guard (token verification and its cache).
+    pub guard: Guard,
+    /// Users, API keys and revoked tokens, in memory.
+    pub directory: Directory,
+    /// Failed-login windows.
+    pub lockout: Lockout,
+    /// The bounded argon2 pool.
+    pub passwords: PasswordHasherPool,
     /// The router built from `api::ROUTES`.
     pub router: Router,
     /// When the process started serving.
     pub started: Instant,
+    /// Free disk is under `storage.min_free_bytes` (kept by housekeeping).
+    pub disk_low: AtomicBool,
+    /// Messages `pending` or `delivering` (approximate; kept by housekeeping
+    /// and ingest).
+    pub open_messages: AtomicI64,
+    /// Set at shutdown; background threads stop.
+    pub stopping: AtomicBool,
 }
 
 /// A built, not yet running, appliance.
@@ -56,45 +87,91 @@ pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
     workers: DeliveryService,
+    housekeeping: JoinHandle<()>,
     _lock: DataDirLock,
 }
 
+struct Prepared {
+    lock: DataDirLock,
+    storage: Storage,
+    workers: DeliveryService,
+    ingest: IngestWriter,
+    tokens: AccessTokens,
+    directory: Directory,
+    open_messages: i64,
+}
+
+fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError> {
+    let storage_cfg = &config.storage;
+    crate::storage::create_private_dir(&storage_cfg.data_dir)?;
+    let lock = DataDirLock::acquire(&storage_cfg.data_dir)?;
+    let storage = Storage::open(storage_cfg)?;
+    let status = storage.migrate()?;
+    tracing::info!(schema_version = status.current, data_dir = %storage_cfg.data_dir.display(), "storage ready");
+    let ttl = config.auth.token_ttl.get();
+    let keys = SigningKeys::load_or_create(&storage_cfg.data_dir, ttl).map_err(|e| AppError::Keys(e.to_string()))?;
+    let tokens = AccessTokens::new(
+        keys,
+        TokenSettings { issuer: config.auth.issuer.clone(), audience: config.auth.audience.clone(), ttl },
+    );
+    let mut conn = storage.open_connection()?;
+    crate::users::bootstrap_admin(&mut conn, config).map_err(AppError::Bootstrap)?;
+    let a = &config.auth;
+    let default_rate = (a.api_key_rate_per_sec > 0.0).then_some((a.api_key_rate_per_sec, a.api_key_burst));
+    let directory = Directory::load(&conn, default_rate)?;
+    let open_messages = crate::storage::messages::count_open(&conn)?;
+    let workers = DeliveryService::start(&storage, config, metrics)?;
+    let wake = workers.handle();
+    let same_content = |a: &[u8], b: &[u8]| {
+        a == b || crate::domain::message::content_hash(a) == crate::domain::message::content_hash(b)
+    };
+    let (ingest, _writer_thread) = IngestWriter::start(&storage, same_content, move |_| wake.wake())?;
+    Ok(Prepared { lock, storage, workers, ingest, tokens, directory, open_messages })
+}
+
 impl App {
-    /// Prepares storage and binds the listener. Fails if another server holds
-    /// the data directory or the database is newer than this binary.
+    /// Prepares storage, keys and workers and binds the listener. Fails if
+    /// another server holds the data directory or the database is newer than
+    /// this binary.
     pub async fn build(config: Config) -> Result<Self, AppError> {
-        let storage_cfg = config.storage.clone();
         let metrics = Arc::new(Metrics::default());
-        let for_workers = metrics.clone();
-        let worker_config = config.clone();
-        let (lock, storage, workers, ingest) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            crate::storage::create_private_dir(&storage_cfg.data_dir)?;
-            let lock = DataDirLock::acquire(&storage_cfg.data_dir)?;
-            let storage = Storage::open(&storage_cfg)?;
-            let status = storage.migrate()?;
-            tracing::info!(schema_version = status.current, data_dir = %storage_cfg.data_dir.display(), "storage ready");
-            let workers = DeliveryService::start(&storage, &worker_config, for_workers)?;
-            let wake = workers.handle();
-            let same_content = |a: &[u8], b: &[u8]| {
-                a == b || crate::domain::message::content_hash(a) == crate::domain::message::content_hash(b)
-            };
-            let (ingest, _writer_thread) = IngestWriter::start(&storage, same_content, move |_| wake.wake())?;
-            Ok((lock, storage, workers, ingest))
-        })
-        .await
-        .map_err(|_| StorageError::TaskFailed)??;
+        let (for_workers, cfg) = (metrics.clone(), config.clone());
+        let p = tokio::task::spawn_blocking(move || prepare(&cfg, for_workers))
+            .await
+            .map_err(|_| AppError::Storage(StorageError::TaskFailed))??;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })?;
+        let a = &config.auth;
+        let argon2 = Argon2Settings::new(a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism)
+            .map_err(|e| AppError::Bootstrap(e.to_string()))?;
+        let concurrency = match a.password_hash_concurrency {
+            0 => PasswordHasherPool::default_concurrency(),
+            n => n,
+        };
+        let passwords = PasswordHasherPool::new(argon2, concurrency, a.password_queue_timeout.get());
+        let lockout = Lockout::new(a.lockout_failures, a.lockout_ip_failures, a.lockout_window.get());
+        let guard = Guard::new(p.tokens, a.api_key_required);
+        let housekeeping_conn = p.storage.open_connection()?;
         let state = Arc::new(AppState {
-            config,
-            storage,
+            storage: p.storage,
             metrics,
-            ingest,
-            delivery: workers.handle(),
+            ingest: p.ingest,
+            delivery: p.workers.handle(),
+            guard,
+            directory: p.directory,
+            lockout,
+            passwords,
             router: Router::new(crate::api::ROUTES),
             started: Instant::now(),
+            disk_low: AtomicBool::new(false),
+            open_messages: AtomicI64::new(p.open_messages),
+            stopping: AtomicBool::new(false),
+            config,
         });
-        Ok(Self { listener, state, workers, _lock: lock })
+        crate::housekeeping::update_disk_floor(&state);
+        let housekeeping = crate::housekeeping::start(state.clone(), housekeeping_conn)
+            .map_err(|source| AppError::Bind { addr, source })?;
+        Ok(Self { listener, state, workers: p.workers, housekeeping, _lock: p.lock })
     }
 
     /// The bound address (with the real port when configured with port 0).
@@ -112,15 +189,23 @@ impl App {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, drains in-flight requests, then
-    /// checkpoints the WAL so the database file stands alone.
+    /// Serves until `shutdown` resolves, drains in-flight requests, stops the
+    /// workers after their attempt in hand, then checkpoints the WAL so the
+    /// database file stands alone.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        let Self { listener, state, workers, _lock } = self;
+        let Self { listener, state, workers, housekeeping, _lock } = self;
         tracing::info!(addr = %listener.local_addr().map_err(|source| AppError::Bind { addr: state.config.server.listen, source })?, "listening");
         crate::http::server::serve(listener, state.clone(), shutdown).await;
-        tokio::task::spawn_blocking(move || workers.stop()).await.ok();
-        let storage = state.storage.clone();
-        let checkpoint = storage
+        state.stopping.store(true, Ordering::Release);
+        housekeeping.thread().unpark();
+        tokio::task::spawn_blocking(move || {
+            workers.stop();
+            let _ = housekeeping.join();
+        })
+        .await
+        .ok();
+        let checkpoint = state
+            .storage
             .run(|c| {
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
                 Ok(())

@@ -29,6 +29,10 @@ pub struct CachedUser {
     pub status: UserStatus,
     /// The argon2 PHC string, for login.
     pub password_hash: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
 }
 
 /// A usable API key.
@@ -161,11 +165,19 @@ impl Directory {
 }
 
 fn cached_user(u: UserRecord) -> Option<CachedUser> {
-    let roles = Roles::parse(u.roles.split(',').filter(|r| !r.is_empty())).ok();
+    let roles = Roles::parse_list(&u.roles).ok();
     let status = UserStatus::parse(&u.status).ok();
     match (roles, status) {
         (Some(roles), Some(status)) => {
-            Some(CachedUser { id: u.id, username: u.username, roles, status, password_hash: u.password_hash })
+            Some(CachedUser {
+                id: u.id,
+                username: u.username,
+                roles,
+                status,
+                password_hash: u.password_hash,
+                created_at: u.created_at,
+                updated_at: u.updated_at,
+            })
         }
         _ => {
             tracing::warn!(user_id = %u.id, "skipping a user row with unknown roles or status");

@@ -12,8 +12,13 @@ use toml::{Table, Value};
 use super::Config;
 
 /// Keys whose value may also be read from a file named by `<key>_file`.
-const SECRET_KEYS: &[&str] =
-    &["esight.username", "esight.password", "esight.post_username", "esight.post_password"];
+const SECRET_KEYS: &[&str] = &[
+    "esight.username",
+    "esight.password",
+    "esight.post_username",
+    "esight.post_password",
+    "auth.bootstrap_admin_password",
+];
 
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,25 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[log]`: application and access logs.
     pub log: LogConfig,
+    /// `[retention]`: how long finished messages are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delivered messages are deleted this many days after delivery.
+    pub delivered_days: u32,
+    /// Failed and rejected messages are deleted this many days after their
+    /// last change, unless retried.
+    pub failed_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { delivered_days: 30, failed_days: 90 }
+    }
 }
 
 /// `[server]` section.
@@ -132,6 +151,26 @@ pub struct AuthConfig {
     pub lockout_failures: u32,
     /// The window for `lockout_failures`.
     pub lockout_window: Duration,
+    /// Failed logins per client IP within `lockout_window` before `429`.
+    pub lockout_ip_failures: u32,
+    /// Default requests per second per API key; 0 means unlimited.
+    pub api_key_rate_per_sec: f64,
+    /// Default burst per API key (with `api_key_rate_per_sec`).
+    pub api_key_burst: u32,
+    /// argon2id memory cost (KiB) for new password hashes.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations for new password hashes.
+    pub argon2_iterations: u32,
+    /// argon2id lanes for new password hashes.
+    pub argon2_parallelism: u32,
+    /// Password hashes computed at once at most; 0 means one per core.
+    pub password_hash_concurrency: usize,
+    /// How long a login waits for a hashing slot before `503`.
+    pub password_queue_timeout: Duration,
+    /// Username of an admin created at first start if no admin exists.
+    pub bootstrap_admin: Option<String>,
+    /// That admin's password (or `bootstrap_admin_password_file`).
+    pub bootstrap_admin_password: Option<Secret>,
 }
 
 impl Default for AuthConfig {
@@ -144,6 +183,16 @@ impl Default for AuthConfig {
             min_password_length: 12,
             lockout_failures: 5,
             lockout_window: Duration::from_secs(15 * 60),
+            lockout_ip_failures: 50,
+            api_key_rate_per_sec: 0.0,
+            api_key_burst: 100,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            password_hash_concurrency: 0,
+            password_queue_timeout: Duration::from_secs(5),
+            bootstrap_admin: None,
+            bootstrap_admin_password: None,
         }
     }
 }
@@ -205,6 +254,9 @@ pub struct DeliveryConfig {
     pub backoff_initial: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
+    /// Messages waiting (`pending` or `delivering`) at most; beyond it ingest
+    /// answers `503` with `Retry-After`.
+    pub max_pending: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -215,6 +267,7 @@ impl Default for DeliveryConfig {
             max_age: Duration::from_secs(24 * 3600),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),
+            max_pending: 1_000_000,
         }
     }
 }
@@ -304,6 +357,20 @@ impl Config {
         check(a.lockout_failures >= 1, "auth.lockout_failures", "must be at least 1")?;
         check(!a.lockout_window.is_zero(), "auth.lockout_window", "must be above 0s")?;
         check(!a.issuer.is_empty(), "auth.issuer", "must not be empty")?;
+        check(a.lockout_ip_failures >= 1, "auth.lockout_ip_failures", "must be at least 1")?;
+        check(a.api_key_rate_per_sec >= 0.0, "auth.api_key_rate_per_sec", "must not be negative")?;
+        check(a.api_key_burst >= 1, "auth.api_key_burst", "must be at least 1")?;
+        check(a.argon2_memory_kib >= 8 * a.argon2_parallelism, "auth.argon2_memory_kib", "must be at least 8 × parallelism")?;
+        check(a.argon2_iterations >= 1, "auth.argon2_iterations", "must be at least 1")?;
+        check((1..=16).contains(&a.argon2_parallelism), "auth.argon2_parallelism", "must be 1 to 16")?;
+        check(
+            a.bootstrap_admin.is_none() || a.bootstrap_admin_password.is_some(),
+            "auth.bootstrap_admin_password",
+            "must be set (or bootstrap_admin_password_file) when auth.bootstrap_admin is",
+        )?;
+        if let Some(name) = &a.bootstrap_admin {
+            check(crate::domain::user::Username::parse(name).is_ok(), "auth.bootstrap_admin", "is not a valid username")?;
+        }
         check(!a.audience.is_empty(), "auth.audience", "must not be empty")?;
         let e = &self.esight;
         for (key, url) in [
@@ -321,6 +388,9 @@ impl Config {
         let d = &self.delivery;
         check((1..=256).contains(&d.workers), "delivery.workers", "must be 1 to 256")?;
         check(d.max_attempts >= 1, "delivery.max_attempts", "must be at least 1")?;
+        check(d.max_pending >= 1, "delivery.max_pending", "must be at least 1")?;
+        check(self.retention.delivered_days >= 1, "retention.delivered_days", "must be at least 1")?;
+        check(self.retention.failed_days >= 1, "retention.failed_days", "must be at least 1")?;
         check(!d.backoff_initial.is_zero(), "delivery.backoff_initial", "must be above 0s")?;
         check(
             d.backoff_initial <= d.backoff_max,

@@ -45,6 +45,8 @@ pub struct Route {
     pub path: &'static str,
     /// What answers it.
     pub endpoint: Endpoint,
+    /// What the caller must present.
+    pub access: crate::auth::Access,
 }
 
 /// The result of routing a request.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::request::{client_ip, declared_length, request_id};
+use super::request::{Caller, client_ip, declared_length, request_id};
 use super::router::RouteMatch;
 use super::{ApiError, RequestContext, Response};
 use crate::app::AppState;
@@ -92,16 +92,36 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
             (route.path, Err(ApiError::too_large(state.config.server.max_body_bytes)))
         }
         RouteMatch::Found { route, params } => {
-            let ctx = RequestContext {
+            let msisdn = req
+                .headers()
+                .get(state.config.audit.msisdn_header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut ctx = RequestContext {
                 state: state.clone(),
                 request_id: request_id.clone(),
                 peer,
                 client_ip,
                 route: route.path,
                 params,
+                path: req.uri().path().to_string(),
+                msisdn,
+                caller: Caller::default(),
             };
             let timeout = state.config.server.request_timeout.get();
-            let fut = crate::api::dispatch(route.endpoint, ctx, req).instrument(span.clone());
+            let fut = async move {
+                let safe = matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD);
+                let checked =
+                    state.guard.check(&state.directory, route.access, req.headers(), req.uri().query(), safe);
+                match checked {
+                    Ok(caller) => {
+                        ctx.caller = caller;
+                        crate::api::dispatch(route.endpoint, ctx, req).await
+                    }
+                    Err(denial) => Err(deny(&mut ctx, denial).await),
+                }
+            }
+            .instrument(span.clone());
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(ApiError::unavailable("the request took too long and was abandoned", 1)),
@@ -133,6 +153,24 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         tracing::warn!(request_id = %request_id, "answered 500");
     }
     response
+}
+
+/// Audits a refusal (`access_denied`) and turns it into its answer. Rate-limit
+/// refusals are counted in metrics instead, so a flood cannot flood the log.
+async fn deny(ctx: &mut RequestContext, denial: crate::auth::guard::Denial) -> ApiError {
+    ctx.caller = denial.caller.clone();
+    if denial.is_rate_limit() {
+        ctx.state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return denial.into_error();
+    }
+    let event = ctx
+        .event(crate::audit::EventType::AccessDenied)
+        .with("reason", denial.reason)
+        .with("status", denial.status.as_u16());
+    match ctx.audit(event).await {
+        Ok(()) => denial.into_error(),
+        Err(e) => e,
+    }
 }
 
 /// The path and query for the access log, with the `key` query parameter

@@ -287,3 +287,16 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
         stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
     Ok(DeliveryStats { delivered, oldest_pending_created, per_minute })
 }
+
+/// Deletes messages delivered before `delivered_before` and failed/rejected
+/// messages last changed before `failed_before` (their attempts and report
+/// links go with them); returns how many messages were deleted.
+pub fn prune_finished(conn: &Connection, delivered_before: i64, failed_before: i64) -> Result<usize, StorageError> {
+    let delivered =
+        conn.execute("DELETE FROM messages WHERE status = 'delivered' AND delivered_at < ?1", [delivered_before])?;
+    let failed = conn.execute(
+        "DELETE FROM messages WHERE status IN ('failed', 'rejected') AND updated_at < ?1",
+        [failed_before],
+    )?;
+    Ok(delivered + failed)
+}

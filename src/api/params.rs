@@ -1,0 +1,111 @@
+//! Query-string parsing shared by the list endpoints: percent-decoding,
+//! `limit` (default 50, max 500), opaque `cursor`, and RFC 3339 time bounds.
+
+use crate::http::ApiError;
+
+/// Decoded query parameters, in order.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Parses `a=1&b=x%20y`.
+    pub fn parse(raw: Option<&str>) -> Self {
+        let pairs = raw
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        Self(pairs)
+    }
+
+    /// The first value of `name`, if present and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+
+    /// The value of `name` as an owned string.
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_string)
+    }
+
+    /// `limit`: 1–500, default 50.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(50),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=500).contains(n))
+                .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 500")),
+        }
+    }
+
+    /// `cursor`: an id from a previous page's `next_cursor`.
+    pub fn cursor(&self) -> Result<Option<i64>, ApiError> {
+        self.get("cursor")
+            .map(|c| c.parse::<i64>().map_err(|_| ApiError::bad_request("cursor is not one this server issued")))
+            .transpose()
+    }
+
+    /// An RFC 3339 timestamp parameter as Unix ms.
+    pub fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                crate::clock::parse_rfc3339_millis(v)
+                    .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 timestamp")))
+            })
+            .transpose()
+    }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `{"items": [...], "next_cursor": "<id>"|null}`: a full page has a next
+/// cursor (the last item's id).
+pub fn page(items: Vec<serde_json::Value>, limit: usize, last_id: Option<i64>) -> serde_json::Value {
+    let next = if items.len() == limit { last_id.map(|id| id.to_string()) } else { None };
+    serde_json::json!({"items": items, "next_cursor": next})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_and_validates() {
+        let q = Query::parse(Some("a=x%20y+z&limit=10&since=2026-01-01T00:00:00Z&bad=%zz&t=%4"));
+        assert_eq!(q.get("a"), Some("x y z"));
+        assert_eq!(q.limit().unwrap(), 10);
+        assert!(q.time("since").unwrap().is_some());
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(q.get("t"), Some("%4"));
+        assert_eq!(Query::parse(Some("u=%a\u{e9}")).get("u"), Some("%a\u{e9}"));
+        assert!(Query::parse(Some("limit=501")).limit().is_err());
+        assert!(Query::parse(Some("cursor=x")).cursor().is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The housekeeping thread: keeps in-memory state in step with the database
+//! and the disk, and prunes what has expired. Every 500 ms it reloads the
+//! identity directory if the database changed (so CLI edits reach a running
+//! server within a second); every second it re-reads free disk space (the
+//! ingest floor); every 5 s it refreshes the open-message count and writes
+//! API-key last-use times; every 10 minutes it purges expired sessions,
+//! applies audit and message retention and checkpoints the WAL.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::app::AppState;
+use crate::clock::now_millis;
+use crate::storage::{StorageError, audit, identity, messages};
+
+const TICK: Duration = Duration::from_millis(500);
+const DAY_MS: i64 = 86_400_000;
+
+/// Starts the thread; it stops when `state.stopping` is set.
+pub fn start(state: Arc<AppState>, conn: Connection) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("housekeeping".into()).spawn(move || run(&state, conn))
+}
+
+fn run(state: &AppState, mut conn: Connection) {
+    let mut last_second = Instant::now();
+    let mut last_five = Instant::now();
+    let mut last_prune: Option<Instant> = None;
+    while !state.stopping.load(Ordering::Acquire) {
+        if let Err(e) = state.directory.refresh(&conn) {
+            tracing::warn!(error = %e, "identity reload failed");
+        }
+        if last_second.elapsed() >= Duration::from_secs(1) {
+            last_second = Instant::now();
+            update_disk_floor(state);
+        }
+        if last_five.elapsed() >= Duration::from_secs(5) {
+            last_five = Instant::now();
+            if let Err(e) = flush(state, &mut conn) {
+                tracing::warn!(error = %e, "housekeeping flush failed");
+            }
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+            last_prune = Some(Instant::now());
+            if let Err(e) = prune(state, &mut conn) {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
+        }
+        std::thread::park_timeout(TICK);
+    }
+    let _ = flush(state, &mut conn);
+}
+
+/// Re-reads free disk space into the flag ingest checks.
+pub fn update_disk_floor(state: &AppState) {
+    let low = state.storage.free_disk_bytes().is_ok_and(|free| free < state.config.storage.min_free_bytes);
+    state.disk_low.store(low, Ordering::Release);
+}
+
+fn flush(state: &AppState, conn: &mut Connection) -> Result<(), StorageError> {
+    let open = messages::count_open(conn)?;
+    state.open_messages.store(open, Ordering::Release);
+    let uses = state.directory.take_key_uses();
+    if !uses.is_empty() {
+        identity::touch_api_keys(conn, &uses)?;
+    }
+    Ok(())
+}
+
+fn prune(state: &AppState, conn: &mut Connection) -> Result<(), StorageError> {
+    let now = now_millis();
+    let sessions = identity::purge_expired_sessions(conn, now - 120_000)?;
+    let audit_days = i64::from(state.config.audit.retention_days);
+    let events = audit::prune_before(conn, now - audit_days * DAY_MS)?;
+    let r = &state.config.retention;
+    let done = messages::prune_finished(
+        conn,
+        now - i64::from(r.delivered_days) * DAY_MS,
+        now - i64::from(r.failed_days) * DAY_MS,
+    )?;
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    if sessions + events + done > 0 {
+        tracing::info!(sessions, audit_events = events, messages = done, "retention pass");
+    }
+    Ok(())
+}

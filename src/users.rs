@@ -1,0 +1,232 @@
+//! User management shared by the API and the CLI: create, change, look up,
+//! bootstrap the first admin and import the original service's users table.
+//! Blocking (runs on a connection); passwords arrive already hashed except in
+//! the CLI paths, which hash with the configured settings.
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::auth::passwords::{Argon2Settings, hash_password};
+use crate::clock::{format_millis, now_millis};
+use crate::config::Config;
+use crate::domain::user::{NewPassword, Role, Roles, UserStatus, UserValueError, Username};
+use crate::storage::StorageError;
+use crate::storage::identity::{self as store, UserRecord};
+
+/// Why a user operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// A value is not acceptable (message safe to show).
+    #[error("{0}")]
+    Invalid(#[from] UserValueError),
+    /// The username exists.
+    #[error("username already exists")]
+    Conflict {
+        /// The existing user's id.
+        existing_id: String,
+    },
+    /// No such user.
+    #[error("no such user")]
+    NotFound,
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Hashing failed.
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// Changes to apply to a user.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    /// A new password hash.
+    pub password_hash: Option<String>,
+    /// New roles.
+    pub roles: Option<Roles>,
+    /// New status.
+    pub status: Option<UserStatus>,
+}
+
+/// The JSON view of a user (never the hash).
+pub fn view(u: &UserRecord) -> Value {
+    let roles: Vec<&str> = u.roles.split(',').filter(|r| !r.is_empty()).collect();
+    json!({
+        "id": u.id, "username": u.username, "roles": roles, "status": u.status,
+        "created_at": format_millis(u.created_at), "updated_at": format_millis(u.updated_at),
+    })
+}
+
+/// Creates a user; returns its record.
+pub fn create(
+    conn: &Connection,
+    username: &Username,
+    password_hash: String,
+    roles: &Roles,
+    creator: Option<&str>,
+) -> Result<UserRecord, UserError> {
+    create_with_id(conn, uuid::Uuid::new_v4().to_string(), username, password_hash, roles, UserStatus::Active, creator)
+}
+
+fn create_with_id(
+    conn: &Connection,
+    id: String,
+    username: &Username,
+    password_hash: String,
+    roles: &Roles,
+    status: UserStatus,
+    creator: Option<&str>,
+) -> Result<UserRecord, UserError> {
+    let now = now_millis();
+    let record = UserRecord {
+        id,
+        username: username.as_str().to_string(),
+        password_hash,
+        roles: roles.to_list(),
+        status: status.as_str().to_string(),
+        creator: creator.map(str::to_string),
+        created_at: now,
+        updated_at: now,
+    };
+    match store::insert_user(conn, &record)? {
+        Ok(()) => Ok(record),
+        Err(existing_id) => Err(UserError::Conflict { existing_id }),
+    }
+}
+
+/// Applies `changes` to user `id`; returns the updated record.
+pub fn update(conn: &Connection, id: &str, changes: UserChanges) -> Result<UserRecord, UserError> {
+    let mut u = store::user_by_id(conn, id)?.ok_or(UserError::NotFound)?;
+    if let Some(h) = changes.password_hash {
+        u.password_hash = h;
+    }
+    if let Some(r) = changes.roles {
+        u.roles = r.to_list();
+    }
+    if let Some(s) = changes.status {
+        u.status = s.as_str().to_string();
+    }
+    u.updated_at = now_millis();
+    store::update_user(conn, &u)?;
+    Ok(u)
+}
+
+/// Hashes a new password with the configured settings (CLI paths).
+pub fn hash_new_password(config: &Config, raw: String) -> Result<String, UserError> {
+    let password = NewPassword::parse(raw, config.auth.min_password_length)?;
+    let a = &config.auth;
+    let settings = Argon2Settings::new(a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism)
+        .map_err(|e| UserError::Hash(e.to_string()))?;
+    hash_password(&password, &settings).map_err(|e| UserError::Hash(e.to_string()))
+}
+
+/// Creates `auth.bootstrap_admin` with its configured password when no
+/// active admin exists yet. There is never a default password.
+pub fn bootstrap_admin(conn: &mut Connection, config: &Config) -> Result<(), String> {
+    let (Some(name), Some(password)) = (&config.auth.bootstrap_admin, &config.auth.bootstrap_admin_password) else {
+        return Ok(());
+    };
+    let users = store::all_users(conn).map_err(|e| e.to_string())?;
+    let has_admin = users.iter().any(|u| u.status == "active" && u.roles.split(',').any(|r| r == "admin"));
+    if has_admin {
+        return Ok(());
+    }
+    let username = Username::parse(name).map_err(|e| e.to_string())?;
+    let hash = hash_new_password(config, password.expose().to_string()).map_err(|e| e.to_string())?;
+    let record = create(conn, &username, hash, &Roles::single(Role::Admin), Some("bootstrap"))
+        .map_err(|e| e.to_string())?;
+    let event = crate::audit::Event::new(
+        crate::audit::EventType::UserCreated,
+        crate::audit::Actor::default(),
+        crate::audit::RequestFacts::default(),
+    )
+    .with("target_user_id", record.id.clone())
+    .with("via", "bootstrap");
+    crate::audit::record_blocking(conn, event).map_err(|e| e.to_string())?;
+    tracing::info!(username = %username, "created the bootstrap admin");
+    Ok(())
+}
+
+/// One imported row's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Created.
+    Created(String),
+    /// Skipped: the username or id exists.
+    Exists(String),
+}
+
+/// Imports the original service's users export
+/// (`id,username,password,type,creator,status`): ids and argon2 PHC hashes
+/// kept as they are, `type` mapped to roles (`e_sight` → `esight`).
+pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, String> {
+    let mut lines = csv_records(text).into_iter();
+    let header = lines.next().ok_or("the file is empty")?;
+    let expected = ["id", "username", "password", "type", "creator", "status"];
+    if header.iter().map(String::as_str).collect::<Vec<_>>() != expected {
+        return Err(format!("expected the header {}", expected.join(",")));
+    }
+    let mut out = Vec::new();
+    for (n, row) in lines.enumerate() {
+        let line = n + 2;
+        let [id, username, hash, kind, creator, status] = row.as_slice() else {
+            return Err(format!("line {line}: expected 6 fields"));
+        };
+        let username = Username::parse(username).map_err(|e| format!("line {line}: {e}"))?;
+        let roles = Roles::parse_legacy_list(kind).map_err(|e| format!("line {line}: {e}"))?;
+        let status = UserStatus::parse(status).map_err(|e| format!("line {line}: {e}"))?;
+        if !hash.starts_with("$argon2") {
+            return Err(format!("line {line}: the password is not an argon2 PHC hash"));
+        }
+        if store::user_by_id(conn, id).map_err(|e| e.to_string())?.is_some() {
+            out.push(ImportOutcome::Exists(username.as_str().to_string()));
+            continue;
+        }
+        match create_with_id(conn, id.clone(), &username, hash.clone(), &roles, status, Some(creator)) {
+            Ok(r) => out.push(ImportOutcome::Created(r.username)),
+            Err(UserError::Conflict { .. }) => out.push(ImportOutcome::Exists(username.as_str().to_string())),
+            Err(e) => return Err(format!("line {line}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits CSV text into records (RFC 4180 quoting: `"a,b"`, `""` for `"`).
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let (mut record, mut field, mut quoted, mut chars) = (Vec::new(), String::new(), false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => record.push(std::mem::take(&mut field)),
+            ('\n', false) => {
+                record.push(std::mem::take(&mut field));
+                if record.iter().any(|f| !f.is_empty()) {
+                    records.push(std::mem::take(&mut record));
+                }
+                record.clear();
+            }
+            ('\r', false) => {}
+            (c, _) => field.push(c),
+        }
+    }
+    record.push(field);
+    if record.iter().any(|f| !f.is_empty()) {
+        records.push(record);
+    }
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting_is_honoured() {
+        let r = csv_records("a,b\n\"x,y\",\"say \"\"hi\"\"\"\r\n\n");
+        assert_eq!(r, vec![vec!["a", "b"], vec!["x,y", "say \"hi\""]]);
+    }
+}

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod domain;
 pub mod esight;
 pub mod http;
+pub mod inbox;
 pub mod logging;
 pub mod metrics;
 pub mod simulator;

@@ -12,6 +12,7 @@ pub mod ingest;
 mod lock;
 pub mod messages;
 mod migrations;
+pub mod reports;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod esight;
 pub mod housekeeping;
 pub mod http;
+pub mod inbox;
 pub mod logging;
 pub mod metrics;
 pub mod simulator;

@@ -13,6 +13,7 @@ mod lock;
 mod message_queries;
 pub mod messages;
 mod migrations;
+pub mod reports;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -109,7 +109,8 @@ fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError>
     let status = storage.migrate()?;
     tracing::info!(schema_version = status.current, data_dir = %storage_cfg.data_dir.display(), "storage ready");
     let ttl = config.auth.token_ttl.get();
-    let keys = SigningKeys::load_or_create(&storage_cfg.data_dir, ttl).map_err(|e| AppError::Keys(e.to_string()))?;
+    let keys =
+        SigningKeys::load_or_create(&storage_cfg.data_dir, ttl).map_err(|e| AppError::Keys(e.to_string()))?;
     let tokens = AccessTokens::new(
         keys,
         TokenSettings { issuer: config.auth.issuer.clone(), audience: config.auth.audience.clone(), ttl },

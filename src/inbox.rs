@@ -205,7 +205,7 @@ async fn import_chunk(
     for ((file, message_id), outcome) in valid.into_iter().zip(outcomes) {
         let (id, duplicate) = match outcome {
             StoreOutcome::Inserted(id) => (id, false),
-            StoreOutcome::Duplicate(id) => (id, true),
+            StoreOutcome::Duplicate(id, _) => (id, true),
             StoreOutcome::Conflict(_) => {
                 let message = "a message with this messageId was stored before with different content";
                 refused.push((file, CONFLICT_CODE.to_owned(), message.to_owned()));

@@ -16,6 +16,7 @@ pub mod esight;
 pub mod housekeeping;
 pub mod http;
 pub mod inbox;
+pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod simulator;

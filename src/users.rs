@@ -64,7 +64,15 @@ pub fn create(
     roles: &Roles,
     creator: Option<&str>,
 ) -> Result<UserRecord, UserError> {
-    create_with_id(conn, uuid::Uuid::new_v4().to_string(), username, password_hash, roles, UserStatus::Active, creator)
+    create_with_id(
+        conn,
+        uuid::Uuid::new_v4().to_string(),
+        username,
+        password_hash,
+        roles,
+        UserStatus::Active,
+        creator,
+    )
 }
 
 fn create_with_id(
@@ -122,7 +130,8 @@ pub fn hash_new_password(config: &Config, raw: String) -> Result<String, UserErr
 /// Creates `auth.bootstrap_admin` with its configured password when no
 /// active admin exists yet. There is never a default password.
 pub fn bootstrap_admin(conn: &mut Connection, config: &Config) -> Result<(), String> {
-    let (Some(name), Some(password)) = (&config.auth.bootstrap_admin, &config.auth.bootstrap_admin_password) else {
+    let (Some(name), Some(password)) = (&config.auth.bootstrap_admin, &config.auth.bootstrap_admin_password)
+    else {
         return Ok(());
     };
     let users = store::all_users(conn).map_err(|e| e.to_string())?;
@@ -193,7 +202,8 @@ pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, S
 /// Splits CSV text into records (RFC 4180 quoting: `"a,b"`, `""` for `"`).
 fn csv_records(text: &str) -> Vec<Vec<String>> {
     let mut records = Vec::new();
-    let (mut record, mut field, mut quoted, mut chars) = (Vec::new(), String::new(), false, text.chars().peekable());
+    let (mut record, mut field, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, text.chars().peekable());
     while let Some(c) = chars.next() {
         match (c, quoted) {
             ('"', true) if chars.peek() == Some(&'"') => {

@@ -33,18 +33,26 @@ pub fn openapi() -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub fn metrics(ctx: &RequestContext) -> Response {
+pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
     let state = &ctx.state;
-    let gauges = [Gauge {
-        name: "energyload_db_size_bytes",
-        help: "Bytes on disk of the database and its WAL.",
-        series: vec![(vec![], state.storage.db_size_bytes() as f64)],
-    }];
-    response::with_body(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        state.metrics.render(&gauges),
-    )
+    let counts = state.storage.run(|c| crate::storage::messages::counts_by_status(c)).await?;
+    let gauges = [
+        Gauge {
+            name: "energyload_db_size_bytes",
+            help: "Bytes on disk of the database and its WAL.",
+            series: vec![(vec![], state.storage.db_size_bytes() as f64)],
+        },
+        Gauge {
+            name: "energyload_messages",
+            help: "Stored messages by status.",
+            series: counts
+                .iter()
+                .map(|(s, n)| (vec![("status", s.as_str().to_string())], *n as f64))
+                .collect(),
+        },
+    ];
+    let text = state.metrics.render(&gauges);
+    Ok(response::with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text))
 }
 
 /// `GET /readyz`: `200` when the database takes writes, migrations are

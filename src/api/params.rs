@@ -46,7 +46,9 @@ impl Query {
     /// `cursor`: an id from a previous page's `next_cursor`.
     pub fn cursor(&self) -> Result<Option<i64>, ApiError> {
         self.get("cursor")
-            .map(|c| c.parse::<i64>().map_err(|_| ApiError::bad_request("cursor is not one this server issued")))
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| ApiError::bad_request("cursor is not one this server issued"))
+            })
             .transpose()
     }
 

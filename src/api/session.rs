@@ -50,18 +50,30 @@ fn invalid_credentials() -> ApiError {
 
 /// Checks a username and password and issues a token, with lockout, timing
 /// equalisation, audit and re-hashing of weak hashes.
-async fn password_login(ctx: &RequestContext, creds: Credentials, user_agent: Option<String>) -> Result<Issued, ApiError> {
+async fn password_login(
+    ctx: &RequestContext,
+    creds: Credentials,
+    user_agent: Option<String>,
+) -> Result<Issued, ApiError> {
     let state = &ctx.state;
     if let Err(locked) = state.lockout.check(&creds.username, ctx.client_ip) {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "too many failed logins; try again later")
-            .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1))));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many failed logins; try again later",
+        )
+        .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1))));
     }
     let user = state.directory.user_by_name(&creds.username);
-    let check = state.passwords.verify(creds.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await;
+    let check =
+        state.passwords.verify(creds.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await;
     let check = match check {
         Ok(c) => c,
         Err(PasswordError::Overloaded { retry_after_secs }) => {
-            return Err(ApiError::unavailable("too many logins at once; try again shortly", retry_after_secs));
+            return Err(ApiError::unavailable(
+                "too many logins at once; try again shortly",
+                retry_after_secs,
+            ));
         }
         Err(e) => {
             tracing::warn!(error = %e, "password check failed");
@@ -81,7 +93,8 @@ async fn password_login(ctx: &RequestContext, creds: Credentials, user_agent: Op
         ctx.audit(event).await?;
         for by in reached {
             let by = if by == LockedBy::Username { "username" } else { "ip" };
-            let event = crate::audit::Event::new(EventType::AccountLocked, actor.clone(), ctx.facts()).with("by", by);
+            let event =
+                crate::audit::Event::new(EventType::AccountLocked, actor.clone(), ctx.facts()).with("by", by);
             ctx.audit(event).await?;
         }
         return Err(invalid_credentials());
@@ -119,7 +132,8 @@ async fn rehash(ctx: &RequestContext, user: &CachedUser, password: String) {
     let Ok(hash) = ctx.state.passwords.hash(password).await else { return };
     let id = user.id.clone();
     let changes = crate::users::UserChanges { password_hash: Some(hash), ..Default::default() };
-    let result = ctx.state.storage.run(move |c| crate::users::update(c, &id, changes).map_err(to_storage)).await;
+    let result =
+        ctx.state.storage.run(move |c| crate::users::update(c, &id, changes).map_err(to_storage)).await;
     match result {
         Ok(_) => tracing::info!(user_id = %user.id, "re-hashed a password with the current settings"),
         Err(e) => tracing::warn!(error = %e, "re-hashing a password failed"),
@@ -129,7 +143,10 @@ async fn rehash(ctx: &RequestContext, user: &CachedUser, password: String) {
 fn to_storage(e: crate::users::UserError) -> crate::storage::StorageError {
     match e {
         crate::users::UserError::Storage(s) => s,
-        other => crate::storage::StorageError::Io { context: other.to_string(), source: std::io::ErrorKind::Other.into() },
+        other => crate::storage::StorageError::Io {
+            context: other.to_string(),
+            source: std::io::ErrorKind::Other.into(),
+        },
     }
 }
 
@@ -173,7 +190,8 @@ pub async fn logout(ctx: RequestContext) -> Result<Response, ApiError> {
 /// `GET /user`: the caller's own record, from memory.
 pub fn current_user(ctx: &RequestContext) -> Result<Response, ApiError> {
     let principal = ctx.caller.user.as_ref().ok_or_else(ApiError::internal)?;
-    let user = ctx.state.directory.user(&principal.user_id).ok_or_else(|| ApiError::not_found("no such user"))?;
+    let user =
+        ctx.state.directory.user(&principal.user_id).ok_or_else(|| ApiError::not_found("no such user"))?;
     Ok(response::json(StatusCode::OK, &user_json(&user)))
 }
 
@@ -198,7 +216,11 @@ pub async fn admin_sign_in(ctx: RequestContext, req: Request<Incoming>) -> Resul
         let jti = issued.jti.clone();
         ctx.state.storage.run(move |c| identity::revoke_session(c, &jti, None, now_millis())).await?;
         ctx.state.directory.revoke(&issued.jti, now_millis() + issued.expires_in as i64 * 1000);
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "the admin page is for admin and backoffice users"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the admin page is for admin and backoffice users",
+        ));
     }
     let body = json!({"user": user_json(&issued.user), "csrf_token": csrf_token(&issued.jti), "expires_in": issued.expires_in});
     let mut r = response::json(StatusCode::OK, &body);
@@ -209,9 +231,11 @@ pub async fn admin_sign_in(ctx: RequestContext, req: Request<Incoming>) -> Resul
 /// `GET /admin/session`: who is signed in, and the CSRF token.
 pub fn admin_session(ctx: &RequestContext) -> Result<Response, ApiError> {
     let principal = ctx.caller.user.as_ref().ok_or_else(ApiError::internal)?;
-    let user = ctx.state.directory.user(&principal.user_id).ok_or_else(|| ApiError::not_found("no such user"))?;
+    let user =
+        ctx.state.directory.user(&principal.user_id).ok_or_else(|| ApiError::not_found("no such user"))?;
     let expires_in = principal.expires_at.saturating_sub(u64::try_from(now_millis() / 1000).unwrap_or(0));
-    let body = json!({"user": user_json(&user), "csrf_token": csrf_token(&principal.jti), "expires_in": expires_in});
+    let body =
+        json!({"user": user_json(&user), "csrf_token": csrf_token(&principal.jti), "expires_in": expires_in});
     Ok(response::json(StatusCode::OK, &body))
 }
 

@@ -110,7 +110,8 @@ impl Directory {
                 (None, _) => self.default_rate,
             };
             // Keep a key's bucket across reloads so a reload never refills it.
-            let kept = previous.keys.get(&hash).and_then(|c| c.limiter.clone()).filter(|l| Some(l.rate()) == rate);
+            let kept =
+                previous.keys.get(&hash).and_then(|c| c.limiter.clone()).filter(|l| Some(l.rate()) == rate);
             let limiter = kept.or_else(|| rate.map(|(r, b)| Arc::new(RateLimiter::new(r, b))));
             next.keys.insert(hash, CachedKey { id: k.id, expires_at: k.expires_at, limiter });
         }
@@ -168,17 +169,15 @@ fn cached_user(u: UserRecord) -> Option<CachedUser> {
     let roles = Roles::parse_list(&u.roles).ok();
     let status = UserStatus::parse(&u.status).ok();
     match (roles, status) {
-        (Some(roles), Some(status)) => {
-            Some(CachedUser {
-                id: u.id,
-                username: u.username,
-                roles,
-                status,
-                password_hash: u.password_hash,
-                created_at: u.created_at,
-                updated_at: u.updated_at,
-            })
-        }
+        (Some(roles), Some(status)) => Some(CachedUser {
+            id: u.id,
+            username: u.username,
+            roles,
+            status,
+            password_hash: u.password_hash,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }),
         _ => {
             tracing::warn!(user_id = %u.id, "skipping a user row with unknown roles or status");
             None

@@ -70,7 +70,14 @@ pub struct Denial {
 
 impl Denial {
     fn unauthorized(reason: &'static str, message: &'static str, caller: Caller) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: "Unauthorized", message, reason, retry_after: None, caller }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "Unauthorized",
+            message,
+            reason,
+            retry_after: None,
+            caller,
+        }
     }
 
     /// True for `429` rate-limit refusals (counted, not audited one by one).
@@ -154,7 +161,11 @@ impl Guard {
             };
             let key = KeyHash::of_presented(presented).ok().and_then(|h| directory.key(&h));
             let Some(key) = key.filter(|k| k.expires_at.is_none_or(|e| e > now_ms)) else {
-                return Err(Denial::unauthorized("invalid_api_key", "the API key is invalid or revoked", caller));
+                return Err(Denial::unauthorized(
+                    "invalid_api_key",
+                    "the API key is invalid or revoked",
+                    caller,
+                ));
             };
             caller.api_key_id = Some(key.id.clone());
             if let Some(wait) = key.limiter.as_ref().and_then(|l| l.try_take().err()) {
@@ -173,7 +184,9 @@ impl Guard {
         let (token, via_cookie) = match (bearer_token(headers), session) {
             (Some(t), _) => (t, false),
             (None, Some(t)) => (t, true),
-            (None, None) => return Err(Denial::unauthorized("missing_token", "a bearer token is required", caller)),
+            (None, None) => {
+                return Err(Denial::unauthorized("missing_token", "a bearer token is required", caller));
+            }
         };
         let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
         let invalid = "the token is invalid, expired or revoked";
@@ -239,9 +252,10 @@ fn csrf_ok(headers: &HeaderMap, jti: &str) -> bool {
 }
 
 fn api_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
-        query?.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|k| !k.is_empty())
-    })
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| query?.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|k| !k.is_empty()))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {

@@ -47,7 +47,7 @@ enum Command {
     },
     /// Run the eSight simulator alone (token, catalog, consumption, fault injection).
     #[command(name = "esight-sim")]
-    EsightSim(crate::simulator::cli::EsightSimArgs),
+    EsightSim(Box<crate::simulator::cli::EsightSimArgs>),
     /// Print version, git commit and build time.
     #[command(after_help = "Examples:\n  energyload version")]
     Version,

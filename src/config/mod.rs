@@ -360,7 +360,11 @@ impl Config {
         check(a.lockout_ip_failures >= 1, "auth.lockout_ip_failures", "must be at least 1")?;
         check(a.api_key_rate_per_sec >= 0.0, "auth.api_key_rate_per_sec", "must not be negative")?;
         check(a.api_key_burst >= 1, "auth.api_key_burst", "must be at least 1")?;
-        check(a.argon2_memory_kib >= 8 * a.argon2_parallelism, "auth.argon2_memory_kib", "must be at least 8 × parallelism")?;
+        check(
+            a.argon2_memory_kib >= 8 * a.argon2_parallelism,
+            "auth.argon2_memory_kib",
+            "must be at least 8 × parallelism",
+        )?;
         check(a.argon2_iterations >= 1, "auth.argon2_iterations", "must be at least 1")?;
         check((1..=16).contains(&a.argon2_parallelism), "auth.argon2_parallelism", "must be 1 to 16")?;
         check(
@@ -369,7 +373,11 @@ impl Config {
             "must be set (or bootstrap_admin_password_file) when auth.bootstrap_admin is",
         )?;
         if let Some(name) = &a.bootstrap_admin {
-            check(crate::domain::user::Username::parse(name).is_ok(), "auth.bootstrap_admin", "is not a valid username")?;
+            check(
+                crate::domain::user::Username::parse(name).is_ok(),
+                "auth.bootstrap_admin",
+                "is not a valid username",
+            )?;
         }
         check(!a.audience.is_empty(), "auth.audience", "must not be empty")?;
         let e = &self.esight;

@@ -109,7 +109,9 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                 caller: Caller::default(),
             };
             let timeout = state.config.server.request_timeout.get();
+            let state_for_request = state.clone();
             let fut = async move {
+                let state = state_for_request;
                 let safe = matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD);
                 let checked =
                     state.guard.check(&state.directory, route.access, req.headers(), req.uri().query(), safe);

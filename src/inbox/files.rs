@@ -84,7 +84,7 @@ pub(super) fn read_all(chunk: Vec<Listed>, max_bytes: u64) -> Vec<(Listed, ReadO
     for file in chunk {
         let outcome = match read_capped(&file.path, max_bytes) {
             Ok(Some(raw)) => match Message::from_bytes(Bytes::from(raw)) {
-                Ok(message) => ReadOutcome::Valid(new_message(message)),
+                Ok(message) => ReadOutcome::Valid(crate::ingest::to_new_message(message)),
                 Err(e) => ReadOutcome::Invalid(e),
             },
             Ok(None) => ReadOutcome::TooLarge,
@@ -115,18 +115,6 @@ fn read_capped(path: &Path, max_bytes: u64) -> io::Result<Option<Vec<u8>>> {
     let mut raw = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(max_bytes.saturating_add(1)).read_to_end(&mut raw)?;
     Ok((raw.len() as u64 <= max_bytes).then_some(raw))
-}
-
-fn new_message(m: Message) -> NewMessage {
-    NewMessage {
-        message_id: m.message_id().to_owned(),
-        meter_id: m.meter_id().to_owned(),
-        site_id: m.site_id().to_owned(),
-        local_market: m.local_market().to_owned(),
-        data_feed_type: m.data_feed_type().to_owned(),
-        datapoints: i64::try_from(m.datapoint_count()).unwrap_or(i64::MAX),
-        body: m.into_raw(),
-    }
 }
 
 /// Moves each file to its destination under `dir`, creating directories as

@@ -103,6 +103,8 @@ pub struct AttemptRecord {
 }
 
 /// Records a batch of settlements and their attempt rows in one transaction.
+/// A message whose state changed meanwhile (an eSight report marked it
+/// `rejected`) keeps that state; its attempt is still recorded.
 pub fn record(conn: &mut Connection, now: i64, batch: &[AttemptRecord]) -> Result<(), StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -114,17 +116,17 @@ pub fn record(conn: &mut Connection, now: i64, batch: &[AttemptRecord]) -> Resul
             "UPDATE messages SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2,
                     updated_at = ?2, lease_until = NULL, next_attempt_at = NULL,
                     error_code = NULL, error_message = NULL
-             WHERE id = ?1",
+             WHERE id = ?1 AND status = 'delivering'",
         )?;
         let mut retry = tx.prepare_cached(
             "UPDATE messages SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?3,
                     updated_at = ?2, lease_until = NULL, error_code = ?4, error_message = ?5
-             WHERE id = ?1",
+             WHERE id = ?1 AND status = 'delivering'",
         )?;
         let mut failed = tx.prepare_cached(
             "UPDATE messages SET status = 'failed', attempts = attempts + 1, updated_at = ?2,
                     lease_until = NULL, next_attempt_at = NULL, error_code = ?3, error_message = ?4
-             WHERE id = ?1",
+             WHERE id = ?1 AND status = 'delivering'",
         )?;
         let mut requeue = tx.prepare_cached(
             "UPDATE messages SET status = 'pending', next_attempt_at = ?3, updated_at = ?2,

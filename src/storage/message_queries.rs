@@ -25,7 +25,8 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Delivering, Self::Delivered, Self::Failed, Self::Rejected];
+    pub const ALL: [Self; 5] =
+        [Self::Pending, Self::Delivering, Self::Delivered, Self::Failed, Self::Rejected];
 
     /// The stored name.
     pub fn as_str(self) -> &'static str {
@@ -198,7 +199,13 @@ pub fn attempts(conn: &Connection, id: i64) -> Result<Vec<AttemptRow>, StorageEr
         "SELECT at, outcome, http_status, error, duration_ms FROM delivery_attempts WHERE message = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([id], |r| {
-        Ok(AttemptRow { at: r.get(0)?, outcome: r.get(1)?, http_status: r.get(2)?, error: r.get(3)?, duration_ms: r.get(4)? })
+        Ok(AttemptRow {
+            at: r.get(0)?,
+            outcome: r.get(1)?,
+            http_status: r.get(2)?,
+            error: r.get(3)?,
+            duration_ms: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -248,10 +255,7 @@ pub fn retry_matching(conn: &Connection, f: &MessageFilter, now: i64) -> Result<
 /// Message counts by status (every status present, zero included).
 pub fn counts_by_status(conn: &Connection) -> Result<Vec<(MessageStatus, i64)>, StorageError> {
     let mut stmt = conn.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
-    MessageStatus::ALL
-        .into_iter()
-        .map(|s| Ok((s, stmt.query_row([s.as_str()], |r| r.get(0))?)))
-        .collect()
+    MessageStatus::ALL.into_iter().map(|s| Ok((s, stmt.query_row([s.as_str()], |r| r.get(0))?))).collect()
 }
 
 /// Delivery figures for the dashboard.
@@ -275,7 +279,9 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
     let oldest: Option<i64> =
         conn.query_row("SELECT min(id) FROM messages WHERE status = 'pending'", [], |r| r.get(0))?;
     let oldest_pending_created = match oldest {
-        Some(id) => conn.query_row("SELECT created_at FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?,
+        Some(id) => {
+            conn.query_row("SELECT created_at FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?
+        }
         None => None,
     };
     let mut stmt = conn.prepare_cached(
@@ -283,17 +289,24 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
                 sum(outcome = 'delivered'), sum(outcome = 'retry'), sum(outcome = 'failed')
          FROM delivery_attempts WHERE at >= ?1 GROUP BY minute ORDER BY minute",
     )?;
-    let per_minute =
-        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+    let per_minute = stmt
+        .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
     Ok(DeliveryStats { delivered, oldest_pending_created, per_minute })
 }
 
 /// Deletes messages delivered before `delivered_before` and failed/rejected
 /// messages last changed before `failed_before` (their attempts and report
 /// links go with them); returns how many messages were deleted.
-pub fn prune_finished(conn: &Connection, delivered_before: i64, failed_before: i64) -> Result<usize, StorageError> {
-    let delivered =
-        conn.execute("DELETE FROM messages WHERE status = 'delivered' AND delivered_at < ?1", [delivered_before])?;
+pub fn prune_finished(
+    conn: &Connection,
+    delivered_before: i64,
+    failed_before: i64,
+) -> Result<usize, StorageError> {
+    let delivered = conn.execute(
+        "DELETE FROM messages WHERE status = 'delivered' AND delivered_at < ?1",
+        [delivered_before],
+    )?;
     let failed = conn.execute(
         "DELETE FROM messages WHERE status IN ('failed', 'rejected') AND updated_at < ?1",
         [failed_before],

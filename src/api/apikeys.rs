@@ -1,0 +1,135 @@
+//! API keys (admin): create (the key is shown once), list (never the key),
+//! revoke (refused from the next request on).
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::EventType;
+use crate::auth::NewApiKey;
+use crate::clock::{format_millis, now_millis, parse_rfc3339_millis};
+use crate::http::request::read_json;
+use crate::http::response::{self, Response};
+use crate::http::{ApiError, RequestContext};
+use crate::storage::identity::{self, ApiKeyRecord};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyBody {
+    name: String,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    rate_per_sec: Option<f64>,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+/// The JSON view of a key record.
+pub fn view(k: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id, "name": k.name, "prefix": k.prefix,
+        "created_at": format_millis(k.created_at),
+        "expires_at": k.expires_at.map(format_millis),
+        "revoked_at": k.revoked_at.map(format_millis),
+        "last_used_at": k.last_used_at.map(format_millis),
+        "rate_limit": k.rate_per_sec.map(|r| json!({"per_sec": r, "burst": k.burst})),
+    })
+}
+
+/// Creates a key record for a freshly generated key.
+pub fn new_record(
+    key: &NewApiKey,
+    name: String,
+    created_by: Option<String>,
+    expires_at: Option<i64>,
+) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        name,
+        prefix: key.prefix().to_string(),
+        key_hash: key.hash().as_bytes().to_vec(),
+        created_by,
+        created_at: now_millis(),
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+        rate_per_sec: None,
+        burst: None,
+    }
+}
+
+/// `POST /api/v1/management/apikeys`.
+pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let limit = ctx.state.config.server.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let b: NewKeyBody = read_json(&parts.headers, body, limit).await?;
+    let name = b.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be 1 to 100 characters"));
+    }
+    let expires_at = b
+        .expires_at
+        .as_deref()
+        .map(|t| parse_rfc3339_millis(t).ok_or_else(|| ApiError::bad_request("expires_at must be RFC 3339")))
+        .transpose()?;
+    if expires_at.is_some_and(|e| e <= now_millis()) {
+        return Err(ApiError::bad_request("expires_at must be in the future"));
+    }
+    if b.rate_per_sec.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(ApiError::bad_request("rate_per_sec must be above 0"));
+    }
+    let key = NewApiKey::generate().map_err(|e| {
+        tracing::error!(error = %e, "cannot generate a key");
+        ApiError::internal()
+    })?;
+    let mut record = new_record(&key, name, ctx.caller.user.as_ref().map(|p| p.user_id.clone()), expires_at);
+    record.rate_per_sec = b.rate_per_sec;
+    record.burst = b.burst.map(i64::from);
+    let stored = record.clone();
+    let state = ctx.state.clone();
+    ctx.state
+        .storage
+        .run(move |c| {
+            identity::insert_api_key(c, &stored)?;
+            state.directory.reload(c)
+        })
+        .await?;
+    ctx.audit(
+        ctx.event(EventType::ApikeyCreated)
+            .with("target_api_key_id", record.id.clone())
+            .with("name", record.name.clone()),
+    )
+    .await?;
+    let body = json!({"id": record.id, "name": record.name, "prefix": record.prefix, "key": key.expose()});
+    Ok(response::json(StatusCode::CREATED, &body))
+}
+
+/// `GET /api/v1/management/apikeys`.
+pub async fn list(ctx: RequestContext) -> Result<Response, ApiError> {
+    let keys = ctx.state.storage.run(|c| identity::all_api_keys(c)).await?;
+    let items: Vec<_> = keys.iter().map(view).collect();
+    Ok(response::json(StatusCode::OK, &json!({"items": items, "next_cursor": null})))
+}
+
+/// `DELETE /api/v1/management/apikeys/{id}`.
+pub async fn revoke(ctx: RequestContext) -> Result<Response, ApiError> {
+    let id = ctx.param("id").unwrap_or_default().to_string();
+    let target = id.clone();
+    let state = ctx.state.clone();
+    let found = ctx
+        .state
+        .storage
+        .run(move |c| {
+            let found = identity::revoke_api_key(c, &target, now_millis())?;
+            state.directory.reload(c)?;
+            Ok(found)
+        })
+        .await?;
+    if !found {
+        return Err(ApiError::not_found("no such API key"));
+    }
+    ctx.audit(ctx.event(EventType::ApikeyRevoked).with("target_api_key_id", id.clone())).await?;
+    Ok(response::json(StatusCode::OK, &json!({"id": id, "revoked": true})))
+}

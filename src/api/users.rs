@@ -1,0 +1,221 @@
+//! User management (admin): create, edit, deactivate, list, get, the live
+//! sessions of a user, ending one session, and lifting a lockout early.
+//! Every change is audited before the answer and reloads the in-memory
+//! directory, so it takes effect on the next request.
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::params::{Query, page};
+use crate::audit::EventType;
+use crate::auth::PasswordError;
+use crate::clock::{format_millis, now_millis};
+use crate::domain::user::{NewPassword, Roles, UserStatus, Username};
+use crate::http::request::read_json;
+use crate::http::response::{self, Response};
+use crate::http::{ApiError, RequestContext};
+use crate::storage::identity;
+use crate::users::{self as service, UserChanges, UserError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    username: String,
+    password: String,
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    password: Option<String>,
+    roles: Option<Vec<String>>,
+    status: Option<String>,
+}
+
+fn user_error(e: UserError) -> ApiError {
+    match e {
+        UserError::Invalid(v) => ApiError::bad_request(v.to_string()),
+        UserError::Conflict { existing_id } => {
+            ApiError::new(StatusCode::CONFLICT, "Conflict", "a user with this username exists")
+                .with_field("id", existing_id)
+        }
+        UserError::NotFound => ApiError::not_found("no such user"),
+        UserError::Storage(s) => s.into(),
+        UserError::Hash(h) => {
+            tracing::error!(error = %h, "hashing failed");
+            ApiError::internal()
+        }
+    }
+}
+
+async fn hash(ctx: &RequestContext, raw: String) -> Result<String, ApiError> {
+    let password = NewPassword::parse(raw, ctx.state.config.auth.min_password_length)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    ctx.state.passwords.hash(password).await.map_err(|e| match e {
+        PasswordError::Overloaded { retry_after_secs } => {
+            ApiError::unavailable("password hashing is busy", retry_after_secs)
+        }
+        other => {
+            tracing::error!(error = %other, "hashing failed");
+            ApiError::internal()
+        }
+    })
+}
+
+fn parse_roles(names: &[String]) -> Result<Roles, ApiError> {
+    Roles::parse(names.iter().map(String::as_str)).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Runs a user change on a connection, reloads the directory, returns the record.
+async fn change<F>(ctx: &RequestContext, f: F) -> Result<identity::UserRecord, ApiError>
+where
+    F: FnOnce(&rusqlite::Connection) -> Result<identity::UserRecord, UserError> + Send + 'static,
+{
+    let state = ctx.state.clone();
+    let outcome = ctx
+        .state
+        .storage
+        .run(move |c| {
+            let r = f(c);
+            if r.is_ok() {
+                state.directory.reload(c)?;
+            }
+            Ok(r)
+        })
+        .await?;
+    outcome.map_err(user_error)
+}
+
+/// `POST /api/v1/management/users/user`.
+pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let limit = ctx.state.config.server.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let b: NewUserBody = read_json(&parts.headers, body, limit).await?;
+    let username = Username::parse(&b.username).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let roles = parse_roles(&b.roles)?;
+    if ctx.state.directory.user_by_name(username.as_str()).is_some() {
+        let existing =
+            ctx.state.directory.user_by_name(username.as_str()).map(|u| u.id.clone()).unwrap_or_default();
+        return Err(user_error(UserError::Conflict { existing_id: existing }));
+    }
+    let hash = hash(&ctx, b.password).await?;
+    let creator = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
+    let record =
+        change(&ctx, move |c| service::create(c, &username, hash, &roles, creator.as_deref())).await?;
+    ctx.audit(
+        ctx.event(EventType::UserCreated)
+            .with("target_user_id", record.id.clone())
+            .with("roles", record.roles.clone()),
+    )
+    .await?;
+    Ok(response::json(StatusCode::CREATED, &json!({"id": record.id})))
+}
+
+/// `PATCH /api/v1/management/users/user/edit/{id}`.
+pub async fn edit(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let id = ctx.param("id").unwrap_or_default().to_string();
+    let limit = ctx.state.config.server.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let b: EditBody = read_json(&parts.headers, body, limit).await?;
+    if b.password.is_none() && b.roles.is_none() && b.status.is_none() {
+        return Err(ApiError::bad_request("give at least one of password, roles, status"));
+    }
+    let roles = b.roles.as_deref().map(parse_roles).transpose()?;
+    let status = b
+        .status
+        .as_deref()
+        .map(|s| UserStatus::parse(s).map_err(|e| ApiError::bad_request(e.to_string())))
+        .transpose()?;
+    if ctx.state.directory.user(&id).is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let changed: Vec<&str> =
+        [("password", b.password.is_some()), ("roles", roles.is_some()), ("status", status.is_some())]
+            .into_iter()
+            .filter_map(|(k, set)| set.then_some(k))
+            .collect();
+    let password_hash = match b.password {
+        Some(p) => Some(hash(&ctx, p).await?),
+        None => None,
+    };
+    let changes = UserChanges { password_hash, roles, status };
+    let target = id.clone();
+    let record = change(&ctx, move |c| service::update(c, &target, changes)).await?;
+    let event =
+        ctx.event(EventType::UserModified).with("target_user_id", id).with("changed", changed.join(","));
+    ctx.audit(event).await?;
+    Ok(response::json(StatusCode::OK, &service::view(&record)))
+}
+
+/// `DELETE /api/v1/management/users/user/deactivate/{id}`.
+pub async fn deactivate(ctx: RequestContext) -> Result<Response, ApiError> {
+    let id = ctx.param("id").unwrap_or_default().to_string();
+    let target = id.clone();
+    let changes = UserChanges { status: Some(UserStatus::Deactivated), ..Default::default() };
+    let record = change(&ctx, move |c| service::update(c, &target, changes)).await?;
+    ctx.audit(ctx.event(EventType::UserDeactivated).with("target_user_id", id)).await?;
+    Ok(response::json(StatusCode::OK, &service::view(&record)))
+}
+
+/// `GET /api/v1/management/users` (oldest first; cursor = position).
+pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, ApiError> {
+    let q = Query::parse(query);
+    let (limit, from) = (q.limit()?, q.cursor()?.unwrap_or(0).max(0) as usize);
+    let users = ctx.state.storage.run(|c| identity::all_users(c)).await?;
+    let items: Vec<_> = users.iter().skip(from).take(limit).map(service::view).collect();
+    Ok(response::json(StatusCode::OK, &page(items, limit, Some((from + limit) as i64))))
+}
+
+/// `GET /api/v1/management/users/user/{id}`.
+pub async fn get(ctx: RequestContext) -> Result<Response, ApiError> {
+    let id = ctx.param("id").unwrap_or_default().to_string();
+    let user = ctx.state.storage.run(move |c| identity::user_by_id(c, &id)).await?;
+    let user = user.ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(response::json(StatusCode::OK, &service::view(&user)))
+}
+
+/// `GET /api/v1/management/users/user/{id}/sessions`: live tokens.
+pub async fn sessions(ctx: RequestContext) -> Result<Response, ApiError> {
+    let id = ctx.param("id").unwrap_or_default().to_string();
+    if ctx.state.directory.user(&id).is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let rows = ctx.state.storage.run(move |c| identity::live_sessions(c, &id, now_millis())).await?;
+    let items: Vec<_> = rows
+        .iter()
+        .map(|s| {
+            json!({"jti": s.jti, "issued_at": format_millis(s.issued_at), "expires_at": format_millis(s.expires_at),
+                   "ip": s.ip, "user_agent": s.user_agent})
+        })
+        .collect();
+    Ok(response::json(StatusCode::OK, &json!({"items": items, "next_cursor": null})))
+}
+
+/// `DELETE /api/v1/management/sessions/{jti}`: ends one session.
+pub async fn end_session(ctx: RequestContext) -> Result<Response, ApiError> {
+    let jti = ctx.param("jti").unwrap_or_default().to_string();
+    let by = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
+    let target = jti.clone();
+    let found = ctx
+        .state
+        .storage
+        .run(move |c| identity::revoke_session(c, &target, by.as_deref(), now_millis()))
+        .await?;
+    let session = found.ok_or_else(|| ApiError::not_found("no such session"))?;
+    ctx.state.directory.revoke(&jti, session.expires_at);
+    ctx.audit(ctx.event(EventType::Logout).with("target_user_id", session.user_id).with("session", jti))
+        .await?;
+    Ok(response::json(StatusCode::OK, &json!({"revoked": true})))
+}
+
+/// `POST /api/v1/management/users/user/{id}/unlock`: lifts a lockout early.
+pub async fn unlock(ctx: RequestContext) -> Result<Response, ApiError> {
+    let id = ctx.param("id").unwrap_or_default().to_string();
+    let user = ctx.state.directory.user(&id).ok_or_else(|| ApiError::not_found("no such user"))?;
+    ctx.state.lockout.clear(&user.username);
+    ctx.audit(ctx.event(EventType::AccountUnlocked).with("target_user_id", id)).await?;
+    Ok(response::json(StatusCode::OK, &json!({"unlocked": true})))
+}

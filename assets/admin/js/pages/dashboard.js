@@ -1,0 +1,152 @@
+// pages/dashboard.js — the dashboard: messages by status, deliveries-per-minute chart, oldest
+// pending age, eSight reachability, worker state, latest failures; refreshes every 5 s while
+// the tab is visible; admins can pause/resume delivery.
+
+import { el, clear, fmtAge, fmtNumber, fmtTime } from '../dom.js';
+import { badge, pageHeader, card, dataTable, errorBox, notify, withBusy, timeEl } from '../ui.js';
+import { deliveriesChart } from '../chart.js';
+
+export const title = 'Dashboard';
+
+const REFRESH_MS = 5000;
+const STATUSES = ['pending', 'delivering', 'delivered', 'failed', 'rejected'];
+
+function statusCards(byStatus) {
+  return el('div', { class: 'stat-grid', id: 'stats-by-status', 'data-testid': 'stats-by-status' },
+    STATUSES.map((s) => el('a', {
+      class: `stat stat--${s}`, href: `#/messages?status=${s}`, 'data-status-count': s, 'data-focus-key': `stat-${s}`,
+    },
+    el('span', { class: 'stat__value' }, fmtNumber((byStatus || {})[s] || 0)),
+    el('span', { class: 'stat__label' }, badge(s)))));
+}
+
+function reachability(esight) {
+  const r = esight ? esight.reachable : null;
+  if (r === true) return badge('reachable');
+  if (r === false) return badge('unreachable');
+  return badge('unknown', 'not checked yet');
+}
+
+function healthCards(stats) {
+  const d = stats.delivery || {};
+  const workers = d.workers === undefined ? '—' : `${d.workers_alive ?? '—'} of ${d.workers} workers alive`;
+  return el('div', { class: 'card-grid' },
+    card('Delivered in the last hour', null,
+      el('p', { class: 'big-number', id: 'delivered-last-hour' }, fmtNumber(stats.delivered_last_hour || 0))),
+    card('Oldest pending message', null,
+      el('p', { class: 'big-number', id: 'oldest-pending-age' },
+        stats.oldest_pending_age_seconds === null || stats.oldest_pending_age_seconds === undefined
+          ? 'none pending' : fmtAge(stats.oldest_pending_age_seconds))),
+    card('eSight', null, el('p', { class: 'big-badge', id: 'esight-reachability' }, reachability(stats.esight))),
+    card('Delivery', null,
+      el('p', { class: 'big-badge', id: 'delivery-state', 'data-state': d.state || 'unknown' }, badge(d.state || 'unknown')),
+      el('p', { class: 'muted small', id: 'delivery-workers' }, workers)));
+}
+
+function failuresTable(items) {
+  return dataTable({
+    testid: 'latest-failures',
+    caption: 'Latest failures',
+    empty: 'No failures.',
+    items,
+    columns: [
+      { label: 'Id', render: (m) => el('a', { href: `#/messages/${encodeURIComponent(m.id)}`, 'data-focus-key': `fail-${m.id}` }, m.id) },
+      { label: 'messageId', render: (m) => el('span', { class: 'mono' }, m.messageId) },
+      { label: 'Status', render: (m) => badge(m.status) },
+      { label: 'Error', render: (m) => m.error_code },
+      { label: 'Meter', render: (m) => m.meter_id },
+      { label: 'Attempts', render: (m) => fmtNumber(m.attempts), class: 'num' },
+      { label: 'Updated', render: (m) => timeEl(m.updated_at) },
+    ],
+  });
+}
+
+function deliveryButton(ctx, stats, refresh) {
+  if (!ctx.isAdmin) return null;
+  const d = stats.delivery || {};
+  const paused = d.state === 'paused';
+  const btn = el('button', {
+    type: 'button',
+    class: ['btn', paused ? 'btn--primary' : 'btn--secondary'],
+    id: paused ? 'resume-delivery' : 'pause-delivery',
+    'data-action': paused ? 'resume-delivery' : 'pause-delivery',
+    'data-focus-key': 'delivery-toggle',
+  }, paused ? 'Resume delivery' : 'Pause delivery');
+  btn.addEventListener('click', () => withBusy(btn, async () => {
+    const res = await ctx.api('POST', `/api/v1/management/delivery/${paused ? 'resume' : 'pause'}`);
+    notify(res && res.paused ? 'Delivery paused.' : 'Delivery resumed.');
+    await refresh();
+  }));
+  return btn;
+}
+
+export async function render(ctx) {
+  const actions = el('div', { class: 'page-actions__inner' });
+  const updated = el('p', { class: 'muted small', id: 'last-updated' });
+  const errorSlot = el('div', { class: 'error-slot' });
+  const body = el('div', { id: 'dashboard-body' });
+  let timer = null;
+  let inFlight = false;
+
+  const draw = (stats) => {
+    // Keep keyboard focus across redraws (elements carry data-focus-key).
+    const focused = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.focusKey : null;
+    clear(actions);
+    const btn = deliveryButton(ctx, stats, refresh);
+    if (btn) actions.append(btn);
+    clear(body);
+    body.append(
+      statusCards(stats.by_status),
+      healthCards(stats),
+      card('Deliveries per minute (last hour)', { id: 'chart-card' }, deliveriesChart(stats.deliveries_per_minute)),
+      card('Latest failures', { id: 'latest-failures-card' }, failuresTable(stats.latest_failures || []),
+        el('p', null, el('a', { href: '#/messages?status=failed', 'data-focus-key': 'all-failed' }, 'All failed messages'))),
+    );
+    updated.textContent = `Updated ${fmtTime(new Date().toISOString())} · refreshes every 5 s`;
+    if (focused) {
+      const again = ctx.view.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`);
+      if (again) again.focus({ preventScroll: true });
+    }
+  };
+
+  async function refresh() {
+    if (inFlight || !ctx.alive()) return;
+    inFlight = true;
+    try {
+      const stats = await ctx.api('GET', '/api/v1/service/send/stats');
+      if (!ctx.alive()) return;
+      clear(errorSlot);
+      draw(stats);
+    } catch (e) {
+      if (e.name === 'AbortError' || e.status === 401 || !ctx.alive()) return;
+      clear(errorSlot);
+      errorSlot.append(errorBox(e));
+    } finally {
+      inFlight = false;
+    }
+  }
+
+  const schedule = () => {
+    clearInterval(timer);
+    timer = null;
+    if (!document.hidden) timer = setInterval(refresh, REFRESH_MS);
+  };
+  const onVisibility = () => {
+    if (!document.hidden) refresh();
+    schedule();
+  };
+
+  // First load: errors bubble up to the router (error page with "Try again").
+  const stats = await ctx.api('GET', '/api/v1/service/send/stats');
+  if (!ctx.alive()) return;
+  clear(ctx.view);
+  ctx.view.append(pageHeader('Dashboard', actions), updated, errorSlot, body);
+  draw(stats);
+  document.addEventListener('visibilitychange', onVisibility);
+  schedule();
+  ctx.onCleanup(() => {
+    clearInterval(timer);
+    document.removeEventListener('visibilitychange', onVisibility);
+  });
+}

@@ -42,6 +42,11 @@ fn run(state: &AppState, mut conn: Connection) {
             if let Err(e) = flush(state, &mut conn) {
                 tracing::warn!(error = %e, "housekeeping flush failed");
             }
+            match state.guard.reload_keys_if_changed(state.storage.data_dir()) {
+                Ok(true) => tracing::info!("signing keys reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "signing keys could not be reloaded"),
+            }
         }
         if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
             last_prune = Some(Instant::now());

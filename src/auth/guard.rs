@@ -3,8 +3,9 @@
 //! (the directory, the verified-token cache, rate limiters) — never the
 //! database — except to audit a denial before answering it.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use hyper::HeaderMap;
 use hyper::StatusCode;
@@ -100,7 +101,7 @@ impl Denial {
 
 /// The guard's state: the token verifier and its cache.
 pub struct Guard {
-    tokens: AccessTokens,
+    tokens: RwLock<Arc<AccessTokens>>,
     verified: RwLock<HashMap<String, Claims>>,
     api_key_required: bool,
 }
@@ -108,12 +109,38 @@ pub struct Guard {
 impl Guard {
     /// A guard over `tokens`.
     pub fn new(tokens: AccessTokens, api_key_required: bool) -> Self {
-        Self { tokens, verified: RwLock::new(HashMap::new()), api_key_required }
+        Self {
+            tokens: RwLock::new(Arc::new(tokens)),
+            verified: RwLock::new(HashMap::new()),
+            api_key_required,
+        }
     }
 
     /// The token issuer/verifier.
-    pub fn tokens(&self) -> &AccessTokens {
-        &self.tokens
+    pub fn tokens(&self) -> Arc<AccessTokens> {
+        self.tokens.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reloads the signing keys when the key directory holds another set of
+    /// keys than the one in use (after `energyload keys rotate`). Returns
+    /// true when it reloaded.
+    pub fn reload_keys_if_changed(&self, data_dir: &Path) -> Result<bool, String> {
+        let dir = data_dir.join(super::signing_keys::KEYS_DIR_NAME);
+        let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".pem").map(str::to_string))
+            .collect();
+        let current = self.tokens();
+        let in_use: BTreeSet<String> = current.keys().kids().map(str::to_string).collect();
+        if on_disk == in_use {
+            return Ok(false);
+        }
+        let settings = current.settings().clone();
+        let keys = super::signing_keys::SigningKeys::load_or_create(data_dir, settings.ttl)
+            .map_err(|e| e.to_string())?;
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(AccessTokens::new(keys, settings));
+        self.verified.write().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(true)
     }
 
     /// Verifies a token, from the cache when it was verified before and has
@@ -125,7 +152,7 @@ impl Guard {
         {
             return Some(c.clone());
         }
-        let claims = self.tokens.verify(token).ok()?;
+        let claims = self.tokens().verify(token).ok()?;
         let mut cache = self.verified.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED_TOKENS {
             cache.retain(|_, c| c.exp + super::signing_keys::LEEWAY_SECS > now_secs);

@@ -3,6 +3,7 @@
 
 mod backup;
 mod config_cmd;
+mod identity;
 mod migrate;
 mod serve;
 
@@ -48,9 +49,28 @@ enum Command {
     /// Run the eSight simulator alone (token, catalog, consumption, fault injection).
     #[command(name = "esight-sim")]
     EsightSim(Box<crate::simulator::cli::EsightSimArgs>),
+    /// Manage users.
+    #[command(subcommand)]
+    User(identity::UserCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Apikey(identity::ApiKeyCommand),
+    /// Verify or export the audit log.
+    #[command(subcommand)]
+    Audit(identity::AuditCommand),
+    /// Manage the JWT signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print version, git commit and build time.
     #[command(after_help = "Examples:\n  energyload version")]
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; the old one stays valid until its tokens expire.
+    #[command(after_help = "Examples:\n  energyload keys rotate")]
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +102,10 @@ pub fn run() -> ExitCode {
                 Command::Serve => serve::run(loaded),
                 Command::Migrate => migrate::run(&loaded),
                 Command::Backup { file } => backup::run(&loaded, &file),
+                Command::User(c) => identity::user(&loaded, c),
+                Command::Apikey(c) => identity::apikey(&loaded, c),
+                Command::Audit(c) => identity::audit_cmd(&loaded, c),
+                Command::Keys(KeysCommand::Rotate) => identity::rotate_keys(&loaded),
                 Command::Version | Command::Config(_) | Command::EsightSim(_) => {
                     unreachable!("handled above")
                 }

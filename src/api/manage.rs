@@ -40,6 +40,9 @@ pub async fn bulk_retry(ctx: RequestContext, req: Request<Incoming>) -> Result<R
     let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     let raw = read_body(&parts.headers, body, limit).await?;
+    if !raw.is_empty() && !crate::http::request::is_json(&parts.headers) {
+        return Err(ApiError::unsupported_media_type());
+    }
     let fields: serde_json::Map<String, serde_json::Value> =
         if raw.iter().all(u8::is_ascii_whitespace) { Default::default() } else { parse_json(&raw)? };
     let query: Vec<String> = fields

@@ -160,11 +160,12 @@ pub async fn deactivate(ctx: RequestContext) -> Result<Response, ApiError> {
     Ok(response::json(StatusCode::OK, &service::view(&record)))
 }
 
-/// `GET /api/v1/management/users` (oldest first; cursor = position).
+/// `GET /api/v1/management/users` (newest first; cursor = position).
 pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, ApiError> {
     let q = Query::parse(query);
     let (limit, from) = (q.limit()?, q.cursor()?.unwrap_or(0).max(0) as usize);
-    let users = ctx.state.storage.run(|c| identity::all_users(c)).await?;
+    let mut users = ctx.state.storage.run(|c| identity::all_users(c)).await?;
+    users.reverse();
     let items: Vec<_> = users.iter().skip(from).take(limit).map(service::view).collect();
     Ok(response::json(StatusCode::OK, &page(items, limit, Some((from + limit) as i64))))
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod identity;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -15,8 +15,8 @@ fn db() -> Connection {
 fn add_message(c: &Connection, id: i64, status: &str, attempts: i64) {
     c.execute(
         "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market, data_feed_type,
-                               datapoints, attempts, body, created_at, updated_at, lease_until)
-         VALUES (?1, ?2, ?3, 'M1', 'S1', 'lu', 'electricity', 1, ?4, x'7B7D', 1, 1, 99)",
+                               datapoints, attempts, body, created_at, updated_at, lease_until, cycle_started)
+         VALUES (?1, ?2, ?3, 'M1', 'S1', 'lu', 'electricity', 1, ?4, x'7B7D', 1, 1, 99, 1)",
         params![id, format!("msg-{id}"), status, attempts],
     )
     .unwrap();

@@ -71,6 +71,7 @@ pub enum Endpoint {
     BulkRetry,
     EffectiveConfig,
     Backup,
+    AdminPage,
 }
 
 const ALL: &[Role] = &[Role::Admin, Role::Backoffice, Role::Esight, Role::User];
@@ -100,6 +101,8 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/login", E::Login, Key),
     route(Post, "/logout", E::Logout, Roles(ALL)),
     route(Get, "/user", E::CurrentUser, Roles(ALL)),
+    route(Get, "/admin/", E::AdminPage, Open),
+    route(Get, "/admin/{*path}", E::AdminPage, Open),
     route(Post, "/admin/session", E::AdminSignIn, Open),
     route(Get, "/admin/session", E::AdminSession, Roles(PAGE)),
     route(Delete, "/admin/session", E::AdminSignOut, Roles(PAGE)),
@@ -186,6 +189,7 @@ pub async fn dispatch(
         E::BulkRetry => manage::bulk_retry(ctx, req).await,
         E::EffectiveConfig => Ok(manage::config(&ctx)),
         E::Backup => manage::backup(ctx).await,
+        E::AdminPage => crate::admin_ui::serve(ctx.param("path")),
     }
 }
 

@@ -38,8 +38,9 @@ impl TestApp {
         )
         .unwrap();
         let roles = Roles::parse_list(roles).unwrap();
-        let record = energyload::users::create(&conn, &Username::parse(username).unwrap(), hash, &roles, Some("test"))
-            .unwrap();
+        let record =
+            energyload::users::create(&conn, &Username::parse(username).unwrap(), hash, &roles, Some("test"))
+                .unwrap();
         self.wait_for_directory();
         TestUser { id: record.id, username: username.into(), password: PASSWORD.into() }
     }
@@ -73,7 +74,14 @@ impl TestApp {
     }
 
     /// A request with an API key and a bearer token.
-    pub fn authed(&self, method: &str, path: &str, key: &str, token: &str, body: Option<&serde_json::Value>) -> super::Reply {
+    pub fn authed(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        token: &str,
+        body: Option<&serde_json::Value>,
+    ) -> super::Reply {
         let bearer = format!("Bearer {token}");
         let text = body.map(|b| b.to_string());
         let mut headers = vec![("X-API-Key", key), ("Authorization", bearer.as_str())];

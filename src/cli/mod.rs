@@ -3,6 +3,7 @@
 
 mod backup;
 mod config_cmd;
+mod demo;
 mod identity;
 mod migrate;
 mod serve;
@@ -32,6 +33,9 @@ enum Command {
         after_help = "Examples:\n  energyload serve\n  energyload serve --config /etc/energyload/config.toml\n  ENERGYLOAD_SERVER_LISTEN=0.0.0.0:8080 energyload serve"
     )]
     Serve,
+    /// Appliance + eSight simulator + sample traffic on localhost, for a first look.
+    #[command(after_help = "Examples:\n  energyload demo\n  energyload demo --fresh --listen 127.0.0.1:9000")]
+    Demo(demo::DemoArgs),
     /// Apply pending database migrations and exit.
     #[command(
         after_help = "Examples:\n  energyload migrate\n  energyload migrate --config /etc/energyload/config.toml"
@@ -93,6 +97,7 @@ pub fn run() -> ExitCode {
         }
         Command::Config(ConfigCommand::Check) => config_cmd::check(cli.config.as_deref()),
         Command::EsightSim(args) => crate::simulator::cli::run(&args),
+        Command::Demo(args) => demo::run(&args),
         command => {
             let loaded = match load_config(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -106,7 +111,7 @@ pub fn run() -> ExitCode {
                 Command::Apikey(c) => identity::apikey(&loaded, c),
                 Command::Audit(c) => identity::audit_cmd(&loaded, c),
                 Command::Keys(KeysCommand::Rotate) => identity::rotate_keys(&loaded),
-                Command::Version | Command::Config(_) | Command::EsightSim(_) => {
+                Command::Version | Command::Config(_) | Command::EsightSim(_) | Command::Demo(_) => {
                     unreachable!("handled above")
                 }
             }

@@ -1,0 +1,53 @@
+//! `energyload demo`: appliance + eSight simulator + sample traffic.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::LogFormat;
+
+/// Options of `energyload demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Start over: delete the demo data directory first.
+    #[arg(long)]
+    fresh: bool,
+    /// Address of the appliance (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory of the demo.
+    #[arg(long, default_value = "./demo-data")]
+    data_dir: PathBuf,
+    /// Milliseconds between sample messages.
+    #[arg(long, default_value_t = 400)]
+    interval_ms: u64,
+}
+
+/// Runs the demo until Ctrl-C.
+pub fn run(args: &DemoArgs) -> ExitCode {
+    let mut log_config = crate::config::Config::default();
+    log_config.log.level = "warn,energyload=info,energyload::access=warn".into();
+    log_config.log.format = LogFormat::Text;
+    log_config.storage.data_dir = args.data_dir.clone();
+    let _logs = match crate::logging::init(&log_config, true) {
+        Ok(g) => g,
+        Err(e) => return super::fail(format!("cannot set up logging: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return super::fail(e),
+    };
+    let opts = crate::demo::DemoOptions {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        fresh: args.fresh,
+        interval: Duration::from_millis(args.interval_ms.max(10)),
+    };
+    match runtime.block_on(crate::demo::run(opts, super::serve::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::fail(e),
+    }
+}

@@ -66,7 +66,7 @@ pub struct Denial {
     /// `Retry-After` for rate limits.
     pub retry_after: Option<u64>,
     /// What was learned about the caller before the refusal.
-    pub caller: Caller,
+    pub caller: Box<Caller>,
 }
 
 impl Denial {
@@ -77,7 +77,7 @@ impl Denial {
             message,
             reason,
             retry_after: None,
-            caller,
+            caller: Box::new(caller),
         }
     }
 
@@ -202,7 +202,7 @@ impl Guard {
                     message: "this API key's rate limit is exceeded",
                     reason: "rate_limited",
                     retry_after: Some(wait.as_secs().max(1)),
-                    caller,
+                    caller: Box::new(caller),
                 });
             }
             directory.note_key_use(&key.id, now_ms);
@@ -234,7 +234,7 @@ impl Guard {
                 message: "missing or wrong X-CSRF-Token",
                 reason: "csrf",
                 retry_after: None,
-                caller,
+                caller: Box::new(caller),
             });
         }
         caller.user = Some(principal(&user, &claims, via_cookie));
@@ -245,7 +245,7 @@ impl Guard {
                 message: "your role does not allow this",
                 reason: "role",
                 retry_after: None,
-                caller,
+                caller: Box::new(caller),
             });
         }
         Ok(caller)

@@ -160,7 +160,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
 /// Audits a refusal (`access_denied`) and turns it into its answer. Rate-limit
 /// refusals are counted in metrics instead, so a flood cannot flood the log.
 async fn deny(ctx: &mut RequestContext, denial: crate::auth::guard::Denial) -> ApiError {
-    ctx.caller = denial.caller.clone();
+    ctx.caller = (*denial.caller).clone();
     if denial.is_rate_limit() {
         ctx.state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return denial.into_error();

@@ -1,0 +1,78 @@
+# Shared set-up for the benchmark scripts (sourced, not run).
+# Starts the release binary on a temporary data directory with a user and an
+# API key, and logs in. Needs: wrk, curl, python3.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=target/x86_64-unknown-linux-gnu/release/energyload
+PORT=${PORT:-18181}
+BASE="http://127.0.0.1:$PORT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "benchmark needs $1 (apt-get install $2)"; exit 1; }; }
+need wrk wrk; need curl curl; need python3 python3
+
+build() { cargo build --release --quiet; }
+
+# write_config EXTRA_TOML: config with the listen port, data dir, big caps.
+write_config() {
+  cat > "$WORK/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+max_connections = 4096
+[storage]
+data_dir = "$WORK/data"
+min_free_bytes = 1048576
+synchronous = "full"
+[auth]
+lockout_failures = 1000000
+lockout_ip_failures = 1000000
+[delivery]
+max_pending = 100000000
+[log]
+level = "warn"
+$1
+TOML
+}
+
+# seed_identity: an admin user with a known password and an API key ($KEY).
+seed_identity() {
+  echo "bench-password-12345" > "$WORK/pw"
+  "$BIN" user add bench --role admin --password-file "$WORK/pw" --config "$WORK/config.toml" >/dev/null
+  KEY=$("$BIN" apikey create bench --config "$WORK/config.toml" | tail -n 1)
+}
+
+start_server() {
+  "$BIN" serve --config "$WORK/config.toml" > "$WORK/serve.log" 2>&1 &
+  PIDS+=($!)
+  SERVER_PID=$!
+  for _ in $(seq 1 200); do curl -sf -o /dev/null "$BASE/readyz" && return 0; sleep 0.05; done
+  echo "server did not start"; cat "$WORK/serve.log"; exit 1
+}
+
+login() {
+  TOKEN=$(curl -sf -X POST "$BASE/login" -H "X-API-Key: $KEY" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"bench\",\"password\":\"$(cat "$WORK/pw")\"}")
+}
+
+# wrk_summary LABEL -- wrk args…: runs wrk --latency and prints one line.
+wrk_summary() {
+  local label=$1; shift
+  wrk --latency "$@" > "$WORK/wrk.out" 2>&1 || { cat "$WORK/wrk.out"; exit 1; }
+  python3 - "$label" "$WORK/wrk.out" <<'PY'
+import re, sys
+label, path = sys.argv[1], sys.argv[2]
+t = open(path).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+def pct(p):
+    m = re.search(r"\s%s%%\s+([\d.]+)(us|ms|s)" % p, t)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+sock = re.search(r"Socket errors: (.*)", t)
+print(f"{label}: {rps:,.0f} req/s, p50 {pct(50):.2f} ms, p99 {pct(99):.2f} ms"
+      + (f", NON-2xx {errs.group(1)}" if errs else "") + (f", socket errors {sock.group(1)}" if sock else ""))
+PY
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Durable ingest throughput and latency (issue 4), key + token on every request:
+#   bash benches/ingest.sh [DURATION]
+# 32 connections, 2 wrk threads, synchronous=FULL. The eSight endpoints are not
+# configured, so the delivery workers stay idle and the figure is ingest alone.
+# The load generator and the server share the machine's cores.
+source "$(dirname "$0")/common.sh"
+DURATION=${1:-10s}
+build
+write_config ""
+seed_identity
+start_server
+login
+export KEY TOKEN
+python3 - "$WORK" <<'PY'
+import json, sys, pathlib
+work = pathlib.Path(sys.argv[1])
+for name in ["valid-1", "valid-2"]:
+    m = json.loads(pathlib.Path(f"tests/fixtures/messages/{name}.json").read_text())
+    m["header"]["messageId"] = "__ID__"
+    (work / f"{name}.json").write_text(json.dumps(m))
+PY
+BODY_FILE="$WORK/valid-1.json" wrk_summary "4-datapoint message" -t2 -c32 -d"$DURATION" -s benches/lua/ingest.lua "$BASE/api/v1/service/send/messages"
+BODY_FILE="$WORK/valid-2.json" wrk_summary "96-datapoint message" -t2 -c32 -d"$DURATION" -s benches/lua/ingest.lua "$BASE/api/v1/service/send/messages"
+BATCH=100 BODY_FILE="$WORK/valid-1.json" wrk_summary "arrays of 100 (req/s; ×100 = messages/s)" -t2 -c32 -d"$DURATION" -s benches/lua/ingest.lua "$BASE/api/v1/service/send/messages"
+echo "stored: $(curl -s "$BASE/metrics" | grep '^energyload_messages{status="pending"}')"

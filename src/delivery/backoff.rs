@@ -79,6 +79,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// How long until a worker may deliver or probe, without changing the
+    /// state: `None` when it may now.
+    pub fn remaining(&self) -> Option<Duration> {
+        match *self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Closed { .. } => None,
+            State::Probing { .. } => Some(self.initial.min(Duration::from_secs(1))),
+            State::Open { until, .. } => until.checked_duration_since(Instant::now()),
+        }
+    }
+
     /// eSight answered (any status that is not an outage).
     pub fn record_success(&self) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };
@@ -140,7 +150,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(b.permit(), Permit::Probe);
         assert!(matches!(b.permit(), Permit::Wait(_)), "a second worker waits while one probes");
+        assert!(b.remaining().is_some(), "a probe is in flight");
         b.record_success();
+        assert_eq!(b.remaining(), None);
         assert_eq!(b.permit(), Permit::Deliver);
         assert!(!b.is_open());
     }

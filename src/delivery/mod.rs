@@ -89,10 +89,7 @@ impl Shared {
     }
 
     fn breaker_wait_ms(&self, breaker: &CircuitBreaker) -> i64 {
-        match breaker.permit() {
-            Permit::Wait(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-            _ => 0,
-        }
+        breaker.remaining().map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 
     fn settled(&self, records: &[store::AttemptRecord]) {

@@ -36,7 +36,15 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "delivery step failed"),
         }
-        let sleep = shared.idle_sleep(&conn).min(IDLE_POLL);
+        // Paused, unconfigured or with the circuit open, due messages must not
+        // shorten the sleep: only a wake-up (resume) or the poll ends it.
+        let sleep = match shared.engine.as_ref().map(|e| e.breaker.remaining()) {
+            _ if shared.is_paused() => IDLE_POLL,
+            None => IDLE_POLL,
+            Some(Some(wait)) => wait,
+            Some(None) => shared.idle_sleep(&conn),
+        }
+        .min(IDLE_POLL);
         seen = shared.wait_for_work(seen, sleep);
     }
 }

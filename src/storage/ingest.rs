@@ -54,6 +54,9 @@ impl IngestWriter {
         on_commit: impl Fn(usize) + Send + 'static,
     ) -> Result<(Self, JoinHandle<()>), StorageError> {
         let conn = storage.open_connection()?;
+        // Checkpoints run in housekeeping (every second, passive), never
+        // inside an ingest commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let ids = IdGenerator::after(messages::max_id(&conn)?);
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()

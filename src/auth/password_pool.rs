@@ -15,15 +15,20 @@
 //!
 //! Each running computation borrows one [`WorkMemory`] from the pool and
 //! gives it back afterwards, so at most N buffers exist and they are reused
-//! rather than allocated and page-faulted per hash. The pool therefore keeps
+//! rather than allocated and page-faulted per hash.
+//!
+//! The computations run on the pool's own N threads, which lower their CPU
+//! priority (nice 10): a storm of logins then slows logins, while the tokio
+//! threads serving every other request keep the processor they need. The pool therefore keeps
 //! up to N × the largest memory cost seen resident (2 × 100 MiB on a 2-core
 //! machine once a legacy hash has been checked) — the same bound it enforces
 //! while busy.
 
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::passwords::{self, Argon2Settings, PasswordError, WorkMemory};
 use crate::domain::user::NewPassword;
@@ -38,9 +43,42 @@ pub struct PasswordCheck {
     pub needs_rehash: bool,
 }
 
+/// Niceness of the hashing threads: below request handling.
+const HASHING_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts `n` low-priority threads that run jobs from one queue; they end
+/// when every sender is gone.
+fn start_threads(n: usize) -> Sender<Job> {
+    let (tx, rx) = channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx: Arc<Mutex<Receiver<Job>>> = Arc::clone(&rx);
+        let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+            // On Linux this lowers the priority of this thread only.
+            if let Err(e) = rustix::process::setpriority_process(None, HASHING_NICE) {
+                tracing::debug!(error = %e, "cannot lower the hashing thread's priority");
+            }
+            loop {
+                let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a hashing thread");
+        }
+    }
+    tx
+}
+
 /// A bounded, cloneable pool of argon2 computations. Clones share the bound.
 #[derive(Debug, Clone)]
 pub struct PasswordHasherPool {
+    threads: Arc<Mutex<Sender<Job>>>,
     permits: Arc<Semaphore>,
     /// Idle work buffers; never more than there are permits.
     memories: Arc<Mutex<Vec<WorkMemory>>>,
@@ -55,6 +93,7 @@ impl PasswordHasherPool {
     /// `queue_timeout` for a free slot.
     pub fn new(settings: Argon2Settings, max_concurrent: usize, queue_timeout: Duration) -> Self {
         Self {
+            threads: Arc::new(Mutex::new(start_threads(max_concurrent.max(1)))),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             memories: Arc::new(Mutex::new(Vec::new())),
             queue_timeout,
@@ -120,16 +159,18 @@ impl PasswordHasherPool {
             }
         };
         let memories = Arc::clone(&self.memories);
-        tokio::task::spawn_blocking(move || {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move || {
             let idle = memories.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let mut memory = idle.unwrap_or_default();
             let outcome = work(&mut memory);
             memories.lock().unwrap_or_else(PoisonError::into_inner).push(memory);
             drop(permit);
-            outcome
-        })
-        .await
-        .map_err(|_| PasswordError::WorkerFailed)?
+            let _ = reply.send(outcome);
+        });
+        let sent = self.threads.lock().unwrap_or_else(PoisonError::into_inner).send(job);
+        sent.map_err(|_| PasswordError::WorkerFailed)?;
+        answer.await.map_err(|_| PasswordError::WorkerFailed)?
     }
 
     /// The queue timeout in whole seconds, rounded up, at least 1: by then

@@ -14,6 +14,7 @@ use crate::config::{Config, LogFormat};
 
 /// Keeps the background log writer alive; drop it last.
 pub struct LogGuard {
+    _stdout: WorkerGuard,
     _file: Option<WorkerGuard>,
 }
 
@@ -22,10 +23,15 @@ pub struct LogGuard {
 pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
     let filter = || EnvFilter::builder().parse(&config.log.level).map_err(|e| format!("log.level: {e}"));
     let json = config.log.format == LogFormat::Json;
+    // Lines are handed to a writer thread; when its queue is full the caller
+    // waits rather than losing lines.
+    let ansi = std::io::stdout().is_terminal();
+    let (out, stdout_guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
     let stdout = if json {
-        fmt::layer().json().with_current_span(true).with_span_list(false).with_filter(filter()?).boxed()
+        fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(out).with_filter(filter()?).boxed()
     } else {
-        fmt::layer().with_ansi(std::io::stdout().is_terminal()).with_filter(filter()?).boxed()
+        fmt::layer().with_ansi(ansi).with_writer(out).with_filter(filter()?).boxed()
     };
     let (file_layer, guard) = if to_files {
         let dir = config.log_dir();
@@ -54,5 +60,5 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
         (None, None)
     };
     tracing_subscriber::registry().with(stdout).with(file_layer).try_init().map_err(|e| e.to_string())?;
-    Ok(LogGuard { _file: guard })
+    Ok(LogGuard { _stdout: stdout_guard, _file: guard })
 }

@@ -43,7 +43,8 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
             .max_log_files(config.log.keep_files)
             .build(&dir)
             .map_err(|e| format!("log.dir {}: {e}", dir.display()))?;
-        let (writer, guard) = tracing_appender::non_blocking(appender);
+        let (writer, guard) =
+            tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(appender);
         let layer = if json {
             fmt::layer()
                 .json()

@@ -29,7 +29,13 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
     let (out, stdout_guard) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
     let stdout = if json {
-        fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(out).with_filter(filter()?).boxed()
+        fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(out)
+            .with_filter(filter()?)
+            .boxed()
     } else {
         fmt::layer().with_ansi(ansi).with_writer(out).with_filter(filter()?).boxed()
     };

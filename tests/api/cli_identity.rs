@@ -226,3 +226,25 @@ fn keys_rotate_on_a_running_server_keeps_old_tokens_and_signs_new_ones_with_the_
     assert!(kids.contains(&new_kid));
     assert_eq!(call(&server, "GET", "/user", &key, &new_token, None).status, 200);
 }
+
+#[test]
+fn the_bootstrap_admin_comes_from_a_password_file_never_from_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = cli_key(&write_config(dir.path(), ""), "k");
+    let config = write_config(dir.path(), "[auth]\nbootstrap_admin = \"boss\"\n");
+    // Named without a password: refused as a configuration error.
+    let out = run_cli(&config, &["serve"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.bootstrap_admin_password"), "{out:?}");
+
+    let pw = dir.path().join("boss.pw");
+    std::fs::write(&pw, "Boss-password-from-file\n").unwrap();
+    let server = ChildServer::start_with(
+        std::process::Command::new(crate::common::process::bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("ENERGYLOAD_AUTH_BOOTSTRAP_ADMIN_PASSWORD_FILE", &pw),
+    );
+    let t = token(&server, &key, "boss", "Boss-password-from-file");
+    assert_eq!(call(&server, "GET", "/user", &key, &t, None).json()["roles"], json!(["admin"]));
+}

@@ -134,6 +134,8 @@ fn a_missing_field_or_wrong_type_is_400_and_login_needs_an_api_key() {
     ] {
         post(&[k, ct], body).assert_error(400, "BadRequest");
     }
+    post(&[k, ("Content-Type", "text/plain")], r#"{"username":"dave","password":"x"}"#)
+        .assert_error(415, "UnsupportedMediaType");
     // No key, a wrong key: 401 Unauthorized, before the credentials are looked at.
     let good = json!({"username": "dave", "password": PASSWORD}).to_string();
     post(&[ct], &good).assert_error(401, "Unauthorized");

@@ -254,3 +254,23 @@ fn a_demoted_admins_next_admin_call_is_forbidden() {
     app.authed("PATCH", &path, &key, &admin_token, Some(&json!({"roles": ["admin"]})));
     assert_eq!(app.authed("GET", "/api/v1/management/users", &key, &kim_token, None).status, 200);
 }
+
+#[test]
+fn the_signing_key_is_private_on_disk_and_only_its_public_half_is_published() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app();
+    let dir = app.data_dir().join("signing-keys");
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    let jwks = app.get("/.well-known/jwks.json").json();
+    let k = &jwks["keys"][0];
+    assert_eq!(
+        (k["kty"].as_str(), k["crv"].as_str(), k["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    assert!(k.get("d").is_none(), "no private part: {k}");
+    let kid = k["kid"].as_str().unwrap();
+    assert!(files[0].file_name().to_str().unwrap().starts_with(kid));
+}

@@ -57,6 +57,10 @@ fn an_existing_username_is_409_with_the_existing_id() {
     let r = app.authed("POST", CREATE, &key, &token, Some(&body));
     let error = r.assert_error(409, "Conflict");
     assert_eq!(error["id"], mia.id.as_str());
+    // Usernames are unique regardless of case.
+    let body = json!({"username": "MIA", "password": "another-password", "roles": ["admin"]});
+    let error = app.authed("POST", CREATE, &key, &token, Some(&body)).assert_error(409, "Conflict");
+    assert_eq!(error["id"], mia.id.as_str());
     // The existing account is unchanged: old password, old roles.
     let t = app.login(&key, "mia", PASSWORD);
     assert_eq!(app.authed("GET", "/user", &key, &t, None).json()["roles"], json!(["user"]));

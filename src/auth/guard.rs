@@ -165,9 +165,6 @@ impl Guard {
     }
 
     /// Decides whether a request with `headers` and `query` may pass `access`.
-    // A refusal is answered at once and carries what was learned about the
-    // caller; boxing it would only add an allocation per refused request.
-    #[allow(clippy::result_large_err)]
     pub fn check(
         &self,
         directory: &Directory,

@@ -168,6 +168,12 @@ pub async fn record(storage: &Storage, event: Event) -> Result<(), StorageError>
     storage.run(move |conn| store::append(conn, &row).map(|_| ())).await
 }
 
+/// Appends `event` inside the caller's transaction on `conn`, so that a
+/// change and its audit event are committed together or not at all.
+pub fn record_in(conn: &rusqlite::Connection, event: Event) -> Result<(), StorageError> {
+    store::append_in(conn, &event.into_row()).map(|_| ())
+}
+
 /// Appends `event` from a blocking context (CLI commands).
 pub fn record_blocking(conn: &mut rusqlite::Connection, event: Event) -> Result<(), StorageError> {
     store::append(conn, &event.into_row()).map(|_| ())

@@ -60,6 +60,12 @@ pub fn new_record(
     }
 }
 
+/// A change whose audit event cannot be written is rolled back: `503`.
+fn audit_failed(e: crate::storage::StorageError) -> ApiError {
+    tracing::error!(error = %e, "cannot write the audit log");
+    ApiError::unavailable("the audit log cannot be written", 5)
+}
+
 /// `POST /api/v1/management/apikeys`.
 pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
     let limit = ctx.state.config.server.max_body_bytes;
@@ -88,20 +94,24 @@ pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Respo
     record.rate_per_sec = b.rate_per_sec;
     record.burst = b.burst.map(i64::from);
     let stored = record.clone();
+    let event = ctx
+        .event(EventType::ApikeyCreated)
+        .with("target_api_key_id", record.id.clone())
+        .with("name", record.name.clone());
     let state = ctx.state.clone();
     ctx.state
         .storage
         .run(move |c| {
-            identity::insert_api_key(c, &stored)?;
-            state.directory.reload(c)
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            identity::insert_api_key(&tx, &stored)?;
+            if let Err(e) = crate::audit::record_in(&tx, event) {
+                return Ok(Err(e));
+            }
+            tx.commit()?;
+            state.directory.reload(c).map(Ok)
         })
-        .await?;
-    ctx.audit(
-        ctx.event(EventType::ApikeyCreated)
-            .with("target_api_key_id", record.id.clone())
-            .with("name", record.name.clone()),
-    )
-    .await?;
+        .await?
+        .map_err(audit_failed)?;
     let body = json!({"id": record.id, "name": record.name, "prefix": record.prefix, "key": key.expose()});
     Ok(response::json(StatusCode::CREATED, &body))
 }
@@ -118,18 +128,26 @@ pub async fn revoke(ctx: RequestContext) -> Result<Response, ApiError> {
     let id = ctx.param("id").unwrap_or_default().to_string();
     let target = id.clone();
     let state = ctx.state.clone();
+    let event = ctx.event(EventType::ApikeyRevoked).with("target_api_key_id", id.clone());
     let found = ctx
         .state
         .storage
         .run(move |c| {
-            let found = identity::revoke_api_key(c, &target, now_millis())?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if !identity::revoke_api_key(&tx, &target, now_millis())? {
+                return Ok(Ok(false));
+            }
+            if let Err(e) = crate::audit::record_in(&tx, event) {
+                return Ok(Err(e));
+            }
+            tx.commit()?;
             state.directory.reload(c)?;
-            Ok(found)
+            Ok(Ok(true))
         })
-        .await?;
+        .await?
+        .map_err(audit_failed)?;
     if !found {
         return Err(ApiError::not_found("no such API key"));
     }
-    ctx.audit(ctx.event(EventType::ApikeyRevoked).with("target_api_key_id", id.clone())).await?;
     Ok(response::json(StatusCode::OK, &json!({"id": id, "revoked": true})))
 }

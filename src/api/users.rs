@@ -69,24 +69,32 @@ fn parse_roles(names: &[String]) -> Result<Roles, ApiError> {
     Roles::parse(names.iter().map(String::as_str)).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// Runs a user change on a connection, reloads the directory, returns the record.
-async fn change<F>(ctx: &RequestContext, f: F) -> Result<identity::UserRecord, ApiError>
+/// Runs a user change and appends its audit event in one transaction
+/// (a change whose event cannot be written is rolled back and answered
+/// `503`: never an unaudited change), reloads the directory, returns the record.
+async fn change<F, E>(ctx: &RequestContext, f: F, event: E) -> Result<identity::UserRecord, ApiError>
 where
     F: FnOnce(&rusqlite::Connection) -> Result<identity::UserRecord, UserError> + Send + 'static,
+    E: FnOnce(&identity::UserRecord) -> crate::audit::Event + Send + 'static,
 {
     let state = ctx.state.clone();
-    let outcome = ctx
-        .state
+    ctx.state
         .storage
         .run(move |c| {
-            let r = f(c);
-            if r.is_ok() {
-                state.directory.reload(c)?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let record = match f(&tx) {
+                Ok(record) => record,
+                Err(e) => return Ok(Err(user_error(e))),
+            };
+            if let Err(e) = crate::audit::record_in(&tx, event(&record)) {
+                tracing::error!(error = %e, "cannot write the audit log");
+                return Ok(Err(ApiError::unavailable("the audit log cannot be written", 5)));
             }
-            Ok(r)
+            tx.commit()?;
+            state.directory.reload(c)?;
+            Ok(Ok(record))
         })
-        .await?;
-    outcome.map_err(user_error)
+        .await?
 }
 
 /// `POST /api/v1/management/users/user`.
@@ -103,12 +111,11 @@ pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Respo
     }
     let hash = hash(&ctx, b.password).await?;
     let creator = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
-    let record =
-        change(&ctx, move |c| service::create(c, &username, hash, &roles, creator.as_deref())).await?;
-    ctx.audit(
-        ctx.event(EventType::UserCreated)
-            .with("target_user_id", record.id.clone())
-            .with("roles", record.roles.clone()),
+    let event = ctx.event(EventType::UserCreated);
+    let record = change(
+        &ctx,
+        move |c| service::create(c, &username, hash, &roles, creator.as_deref()),
+        move |r| event.with("target_user_id", r.id.clone()).with("roles", r.roles.clone()),
     )
     .await?;
     Ok(response::json(StatusCode::CREATED, &json!({"id": record.id})))
@@ -143,10 +150,9 @@ pub async fn edit(ctx: RequestContext, req: Request<Incoming>) -> Result<Respons
     };
     let changes = UserChanges { password_hash, roles, status };
     let target = id.clone();
-    let record = change(&ctx, move |c| service::update(c, &target, changes)).await?;
     let event =
         ctx.event(EventType::UserModified).with("target_user_id", id).with("changed", changed.join(","));
-    ctx.audit(event).await?;
+    let record = change(&ctx, move |c| service::update(c, &target, changes), move |_| event).await?;
     Ok(response::json(StatusCode::OK, &service::view(&record)))
 }
 
@@ -155,8 +161,8 @@ pub async fn deactivate(ctx: RequestContext) -> Result<Response, ApiError> {
     let id = ctx.param("id").unwrap_or_default().to_string();
     let target = id.clone();
     let changes = UserChanges { status: Some(UserStatus::Deactivated), ..Default::default() };
-    let record = change(&ctx, move |c| service::update(c, &target, changes)).await?;
-    ctx.audit(ctx.event(EventType::UserDeactivated).with("target_user_id", id)).await?;
+    let event = ctx.event(EventType::UserDeactivated).with("target_user_id", id);
+    let record = change(&ctx, move |c| service::update(c, &target, changes), move |_| event).await?;
     Ok(response::json(StatusCode::OK, &service::view(&record)))
 }
 

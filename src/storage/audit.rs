@@ -86,6 +86,14 @@ fn anchor(conn: &Connection) -> Result<Vec<u8>, StorageError> {
 /// Appends one event in its own immediate transaction; returns its id.
 pub fn append(conn: &mut Connection, row: &AuditRow) -> Result<i64, StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id = append_in(&tx, row)?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Appends one event inside the caller's immediate transaction, so that it
+/// commits (or rolls back) together with the change it records.
+pub fn append_in(tx: &Connection, row: &AuditRow) -> Result<i64, StorageError> {
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -101,7 +109,7 @@ pub fn append(conn: &mut Connection, row: &AuditRow) -> Result<i64, StorageError
                 .optional()?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            (pruned_up_to + 1, anchor(&tx)?)
+            (pruned_up_to + 1, anchor(tx)?)
         }
     };
     let stored = AuditRow { id, ..row.clone() };
@@ -126,7 +134,6 @@ pub fn append(conn: &mut Connection, row: &AuditRow) -> Result<i64, StorageError
         prev,
         &hash[..]
     ])?;
-    tx.commit()?;
     Ok(id)
 }
 

@@ -4,10 +4,17 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod apikeys;
+mod audit;
 mod cli_config;
+mod cli_identity;
 mod limits;
+mod login;
 mod openapi;
 mod ops;
+mod secrets;
 mod shutdown;
 mod static_binary;
 mod storage;
+mod tokens;
+mod users;

@@ -99,3 +99,51 @@ impl TestApp {
         (key, token, admin)
     }
 }
+
+impl TestApp {
+    /// `POST /login` (JSON body) with extra headers; returns the raw reply.
+    pub fn login_reply(
+        &self,
+        key: &str,
+        username: &str,
+        password: &str,
+        extra: &[(&str, &str)],
+    ) -> super::Reply {
+        let body = serde_json::json!({"username": username, "password": password}).to_string();
+        let mut headers = vec![("X-API-Key", key), ("Content-Type", "application/json")];
+        headers.extend_from_slice(extra);
+        self.request("POST", "/login", &headers, Some(body.as_bytes()))
+    }
+
+    /// The audit events matching `query` (e.g. `type=logout`), newest first.
+    pub fn audit_events(&self, key: &str, token: &str, query: &str) -> Vec<serde_json::Value> {
+        let r = self.authed("GET", &format!("/api/v1/management/audit?limit=500&{query}"), key, token, None);
+        assert_eq!(r.status, 200, "audit list: {}", r.text());
+        r.json()["items"].as_array().unwrap().clone()
+    }
+
+    /// A config file for CLI commands on this app's data directory.
+    pub fn cli_config(&self) -> std::path::PathBuf {
+        super::process::write_config(self.dir.path(), "")
+    }
+
+    /// Opens the app's database (as an operator or an attacker with file
+    /// access would).
+    pub fn db(&self) -> rusqlite::Connection {
+        self.conn()
+    }
+}
+
+/// Polls `check` every 100 ms for up to `limit`; true once it held.
+pub fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

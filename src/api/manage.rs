@@ -21,10 +21,10 @@ use crate::storage::{delivery, messages};
 
 /// `POST /api/v1/management/delivery/pause` and `…/resume`.
 pub async fn set_paused(ctx: RequestContext, paused: bool) -> Result<Response, ApiError> {
-    ctx.state.storage.run(move |c| delivery::set_paused(c, paused)).await?;
-    ctx.state.delivery.set_paused(paused);
     let kind = if paused { EventType::DeliveryPaused } else { EventType::DeliveryResumed };
-    ctx.audit(ctx.event(kind)).await?;
+    let event = ctx.event(kind);
+    ctx.audited(move |c| Ok((delivery::set_paused(c, paused)?, Some(event)))).await?;
+    ctx.state.delivery.set_paused(paused);
     Ok(response::json(StatusCode::OK, &json!({"paused": paused})))
 }
 
@@ -56,14 +56,18 @@ pub async fn bulk_retry(ctx: RequestContext, req: Request<Incoming>) -> Result<R
     {
         return Err(ApiError::bad_request("status must be failed or rejected (or left out)"));
     }
-    let detail = serde_json::Value::Object(fields);
-    let n = ctx.state.storage.run(move |c| messages::retry_matching(c, &filter, now_millis())).await?;
+    let event = ctx
+        .event(EventType::MessageRetried)
+        .with("bulk", true)
+        .with("filter", serde_json::Value::Object(fields));
+    let n = ctx
+        .audited(move |c| {
+            let n = messages::retry_matching(c, &filter, now_millis())?;
+            Ok((n, Some(event.with("count", n))))
+        })
+        .await?;
     ctx.state.open_messages.fetch_add(n as i64, Ordering::AcqRel);
     ctx.state.delivery.wake();
-    ctx.audit(
-        ctx.event(EventType::MessageRetried).with("bulk", true).with("filter", detail).with("count", n),
-    )
-    .await?;
     Ok(response::json(StatusCode::OK, &json!({"retried": n})))
 }
 

@@ -152,12 +152,17 @@ pub async fn detail(ctx: RequestContext) -> Result<Response, ApiError> {
 /// `POST /api/v1/service/send/messages/{id}/retry`.
 pub async fn retry(ctx: RequestContext) -> Result<Response, ApiError> {
     let id = message_id_param(&ctx)?;
-    let result = ctx.state.storage.run(move |c| messages::retry(c, id, now_millis())).await?;
+    let event = ctx.event(EventType::MessageRetried).with("message_id", id.to_string());
+    let result = ctx
+        .audited(move |c| {
+            let r = messages::retry(c, id, now_millis())?;
+            Ok((r, (r == RetryResult::Requeued).then_some(event)))
+        })
+        .await?;
     match result {
         RetryResult::Requeued => {
             ctx.state.open_messages.fetch_add(1, Ordering::AcqRel);
             ctx.state.delivery.wake();
-            ctx.audit(ctx.event(EventType::MessageRetried).with("message_id", id.to_string())).await?;
             Ok(response::json(StatusCode::ACCEPTED, &json!({"id": id.to_string(), "status": "pending"})))
         }
         RetryResult::NotFound => Err(ApiError::not_found("no such message")),

@@ -176,9 +176,11 @@ pub async fn login(ctx: RequestContext, req: Request<Incoming>) -> Result<Respon
 async fn revoke_own(ctx: &RequestContext) -> Result<(), ApiError> {
     let principal = ctx.caller.user.clone().ok_or_else(ApiError::internal)?;
     let (jti, by) = (principal.jti.clone(), principal.user_id.clone());
-    ctx.state.storage.run(move |c| identity::revoke_session(c, &jti, Some(&by), now_millis())).await?;
+    let event = ctx.event(EventType::Logout);
+    ctx.audited(move |c| Ok((identity::revoke_session(c, &jti, Some(&by), now_millis())?, Some(event))))
+        .await?;
     ctx.state.directory.revoke(&principal.jti, principal.expires_at as i64 * 1000);
-    ctx.audit(ctx.event(EventType::Logout)).await
+    Ok(())
 }
 
 /// `POST /logout`.

@@ -205,16 +205,18 @@ pub async fn sessions(ctx: RequestContext) -> Result<Response, ApiError> {
 pub async fn end_session(ctx: RequestContext) -> Result<Response, ApiError> {
     let jti = ctx.param("jti").unwrap_or_default().to_string();
     let by = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
-    let target = jti.clone();
+    let (target, event) = (jti.clone(), ctx.event(EventType::Logout));
     let found = ctx
-        .state
-        .storage
-        .run(move |c| identity::revoke_session(c, &target, by.as_deref(), now_millis()))
+        .audited(move |c| {
+            let found = identity::revoke_session(c, &target, by.as_deref(), now_millis())?;
+            let event = found
+                .as_ref()
+                .map(|s| event.with("target_user_id", s.user_id.clone()).with("session", target));
+            Ok((found, event))
+        })
         .await?;
     let session = found.ok_or_else(|| ApiError::not_found("no such session"))?;
     ctx.state.directory.revoke(&jti, session.expires_at);
-    ctx.audit(ctx.event(EventType::Logout).with("target_user_id", session.user_id).with("session", jti))
-        .await?;
     Ok(response::json(StatusCode::OK, &json!({"revoked": true})))
 }
 
@@ -222,7 +224,7 @@ pub async fn end_session(ctx: RequestContext) -> Result<Response, ApiError> {
 pub async fn unlock(ctx: RequestContext) -> Result<Response, ApiError> {
     let id = ctx.param("id").unwrap_or_default().to_string();
     let user = ctx.state.directory.user(&id).ok_or_else(|| ApiError::not_found("no such user"))?;
-    ctx.state.lockout.clear(&user.username);
     ctx.audit(ctx.event(EventType::AccountUnlocked).with("target_user_id", id)).await?;
+    ctx.state.lockout.clear(&user.username);
     Ok(response::json(StatusCode::OK, &json!({"unlocked": true})))
 }

@@ -77,6 +77,38 @@ impl RequestContext {
         })
     }
 
+    /// Runs a change and appends the audit event it returns (if any) in one
+    /// immediate transaction: both are committed, or neither (then `503`).
+    pub async fn audited<T, F>(&self, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(
+                &rusqlite::Connection,
+            ) -> Result<(T, Option<crate::audit::Event>), crate::storage::StorageError>
+            + Send
+            + 'static,
+    {
+        let outcome = self
+            .state
+            .storage
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let (out, event) = change(&tx)?;
+                if let Some(event) = event
+                    && let Err(e) = crate::audit::record_in(&tx, event)
+                {
+                    return Ok(Err(e));
+                }
+                tx.commit()?;
+                Ok(Ok(out))
+            })
+            .await?;
+        outcome.map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit log");
+            ApiError::unavailable("the audit log cannot be written", 5)
+        })
+    }
+
     /// An audit event of `kind` by this caller.
     pub fn event(&self, kind: crate::audit::EventType) -> crate::audit::Event {
         crate::audit::Event::new(kind, self.actor(), self.facts())

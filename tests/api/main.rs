@@ -5,9 +5,16 @@
 mod common;
 
 mod cli_config;
+mod crash;
+mod delivery;
+mod inbox;
+mod ingest;
 mod limits;
+mod messages;
 mod openapi;
 mod ops;
+mod outage;
+mod reports;
 mod shutdown;
 mod static_binary;
 mod storage;

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::esight::{app_for, spawn_simulator};
+use energyload::auth::NewApiKey;
+use energyload::config::Secret;
+use energyload::simulator::{ApplianceLink, Faults, SimConfig};
+
+use crate::common::esight::{app_for, spawn_simulator, spawn_simulator_with, wait_for};
+use crate::common::identity::PASSWORD;
 use crate::common::session::{MESSAGES, Session, fixture, unique_id};
 use crate::common::{Reply, spawn_app};
 
@@ -165,4 +170,34 @@ fn only_esight_and_admins_post_reports_and_backoffice_reads_them() {
         Some(report.to_string().as_bytes()),
     );
     r.assert_error(401, "Unauthorized");
+}
+
+#[test]
+fn reports_posted_by_the_simulator_reject_the_delivered_message() {
+    // The simulator must know the appliance's address and an esight login
+    // before the appliance (which needs the simulator's URLs) starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let key = NewApiKey::generate().unwrap();
+    let link = ApplianceLink {
+        base_url: format!("http://127.0.0.1:{port}"),
+        api_key: Secret::new(key.expose()),
+        username: "esight-sim-bot".into(),
+        password: Secret::new(PASSWORD),
+    };
+    let sim = spawn_simulator_with(SimConfig { appliance: Some(link), ..SimConfig::default() });
+    let s = app_for(&sim, |c| c.server.listen = format!("127.0.0.1:{port}").parse().unwrap());
+    let record = energyload::api::new_api_key_record(&key, "esight-sim".into(), None, None);
+    let conn = rusqlite::Connection::open(s.app.data_dir().join("energyload.db")).unwrap();
+    energyload::storage::identity::insert_api_key(&conn, &record).unwrap();
+    s.app.seed_user("esight-sim-bot", "esight");
+    sim.set_faults(Faults { report_fraction: 1.0, report_delay_ms: 100, ..Faults::default() });
+
+    let id = s.accept_bytes(fixture("valid-3.json").as_bytes());
+    let d = s.wait_status(&id, "rejected", WAIT);
+    let errors = d["esight_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{d}");
+    assert_eq!(errors[0]["messageId"], format!("temperature_lu_20210131T0000_{id}").as_str(), "{d}");
+    let report = wait_for(WAIT, "the simulator's report record", || sim.sim().reports().into_iter().next());
+    assert_eq!((report.outcome, report.http_status), ("posted", Some(201)), "{report:?}");
+    assert_eq!(sim.received_for(&id).len(), 1);
 }

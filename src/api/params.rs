@@ -63,6 +63,28 @@ impl Query {
     }
 }
 
+/// Percent-decodes a path segment (`%2F` → `/`; `+` stays `+`); `None` when
+/// the result is not UTF-8.
+pub fn decode_path_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -97,6 +119,13 @@ pub fn page(items: Vec<serde_json::Value>, limit: usize, last_id: Option<i64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(decode_path_segment("a%2Fb+c%00").as_deref(), Some("a/b+c\0"));
+        assert_eq!(decode_path_segment("%2E%2e%5C%4").as_deref(), Some("..\\%4"));
+        assert_eq!(decode_path_segment("%ff"), None);
+    }
 
     #[test]
     fn decodes_and_validates() {

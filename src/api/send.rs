@@ -226,9 +226,16 @@ pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
 pub async fn import_inbox(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
     let json_answer = accepts_json(req.headers());
     let prefix = match ctx.param("file_name") {
-        Some(name) => Some(
-            crate::inbox::FileNamePrefix::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        ),
+        Some(raw) => {
+            // Routing matches the raw path: decode so that `%2F`, `%5C`,
+            // `%2E%2E` and `%00` are checked as the characters they stand for.
+            let name = super::params::decode_path_segment(raw)
+                .ok_or_else(|| ApiError::bad_request("invalid file name: it is not UTF-8"))?;
+            Some(
+                crate::inbox::FileNamePrefix::parse(&name)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            )
+        }
         None => None,
     };
     check_capacity(&ctx)?;

@@ -1,7 +1,9 @@
 //! The site/meter catalog cache: fetched from eSight, reused for
 //! `esight.catalog_ttl`, and refreshed early when a message names a meter or
 //! site it does not know — at most once per `MIN_REFRESH`, so a stream of
-//! unknown meters cannot hammer eSight.
+//! unknown meters cannot hammer eSight. A message is failed as unknown only
+//! against a catalog fetched after it was accepted; while the refresh is
+//! held back, the verdict is "look again later" instead of a failure.
 
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -20,11 +22,16 @@ pub enum Verdict {
     UnknownMeter,
     /// `upper(local_market)_site_id` is not a `SiteCode`.
     UnknownSite,
+    /// Unknown to a catalog older than the message, and a refresh is not
+    /// allowed yet: check again after this long.
+    RecheckIn(Duration),
 }
 
 struct Cached {
     codes: CatalogCodes,
     fetched: Instant,
+    /// The same moment as Unix ms, to compare with acceptance times.
+    fetched_ms: i64,
 }
 
 /// The cache, shared by all workers.
@@ -40,8 +47,15 @@ impl CatalogCache {
         Self { ttl, current: RwLock::new(None), refreshing: Mutex::new(()) }
     }
 
-    /// Checks a meter and a site code, fetching the catalog when needed.
-    pub fn check(&self, client: &EsightClient, meter: &str, site_code: &str) -> Result<Verdict, CallError> {
+    /// Checks a meter and a site code, fetching the catalog when needed, for
+    /// a message accepted at `accepted_ms` (Unix ms).
+    pub fn check(
+        &self,
+        client: &EsightClient,
+        meter: &str,
+        site_code: &str,
+        accepted_ms: i64,
+    ) -> Result<Verdict, CallError> {
         let verdict = self.verdict_if_fresh(meter, site_code, self.ttl);
         let verdict = match verdict {
             Some(v) => v,
@@ -54,7 +68,17 @@ impl CatalogCache {
             return Ok(verdict);
         }
         self.refresh(client, MIN_REFRESH)?;
-        Ok(self.verdict_if_fresh(meter, site_code, Duration::MAX).unwrap_or(verdict))
+        let verdict = self.verdict_if_fresh(meter, site_code, Duration::MAX).unwrap_or(verdict);
+        if verdict == Verdict::Known {
+            return Ok(verdict);
+        }
+        let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(c) if c.fetched_ms < accepted_ms => {
+                Ok(Verdict::RecheckIn(MIN_REFRESH.saturating_sub(c.fetched.elapsed())))
+            }
+            _ => Ok(verdict),
+        }
     }
 
     fn verdict_if_fresh(&self, meter: &str, site_code: &str, max_age: Duration) -> Option<Verdict> {
@@ -85,7 +109,7 @@ impl CatalogCache {
         let codes = client.fetch_catalog()?;
         tracing::info!(sites = codes.sites.len(), meters = codes.meters.len(), "eSight catalog refreshed");
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(Cached { codes, fetched: Instant::now() });
+            Some(Cached { codes, fetched: Instant::now(), fetched_ms: crate::clock::now_millis() });
         Ok(())
     }
 }

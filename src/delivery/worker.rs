@@ -144,8 +144,13 @@ fn deliver(shared: &Shared, msg: &ClaimedMessage) -> AttemptRecord {
     };
 
     let site_code = format!("{}_{}", msg.local_market.to_uppercase(), msg.site_id);
-    match engine.catalog.check(&engine.client, &msg.meter_id, &site_code) {
+    match engine.catalog.check(&engine.client, &msg.meter_id, &site_code, msg.created_at) {
         Ok(Verdict::Known) => {}
+        Ok(Verdict::RecheckIn(wait)) => {
+            // Not an attempt: decide once a catalog newer than the message is in.
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1);
+            return requeue(msg, now_millis().saturating_add(wait_ms));
+        }
         Ok(Verdict::UnknownMeter) => {
             let why = format!("meter {} is not in eSight's catalog", msg.meter_id);
             return finish(Settlement::Failed { error_code: "NoMeterId".into() }, None, Some(why));

@@ -46,7 +46,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-pub use batch::{BatchError, BatchItem, MAX_BATCH_ITEMS, parse_batch};
+pub use batch::{BatchError, BatchItem, MAX_BATCH_ITEMS, MAX_NESTING, check_readable, parse_batch};
 pub use hash::content_hash;
 pub use rewrite::{delivery_message_id, rewrite_message_id};
 use scan::{Datapoints, GatewayData, is_blank, raw_str, starts_with};

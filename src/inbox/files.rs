@@ -12,7 +12,7 @@ use rustix::fs::{CWD, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use super::{ACCEPTED_DIR, FAILED_DIR, InboxError};
-use crate::domain::message::{Message, ValidationError};
+use crate::domain::message::{Message, ValidationCode, ValidationError};
 use crate::storage::messages::NewMessage;
 
 /// Numbered names tried when a target name is taken (`a.json`, `a.1.json`, …).
@@ -83,9 +83,14 @@ pub(super) fn read_all(chunk: Vec<Listed>, max_bytes: u64) -> Vec<(Listed, ReadO
     let mut out = Vec::with_capacity(chunk.len());
     for file in chunk {
         let outcome = match read_capped(&file.path, max_bytes) {
-            Ok(Some(raw)) => match Message::from_bytes(Bytes::from(raw)) {
-                Ok(message) => ReadOutcome::Valid(crate::ingest::to_new_message(message)),
-                Err(e) => ReadOutcome::Invalid(e),
+            Ok(Some(raw)) => match crate::domain::message::check_readable(&raw) {
+                Err(e) => {
+                    ReadOutcome::Invalid(ValidationError::new(ValidationCode::InvalidJson, e.to_string()))
+                }
+                Ok(()) => match Message::from_bytes(Bytes::from(raw)) {
+                    Ok(message) => ReadOutcome::Valid(crate::ingest::to_new_message(message)),
+                    Err(e) => ReadOutcome::Invalid(e),
+                },
             },
             Ok(None) => ReadOutcome::TooLarge,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,

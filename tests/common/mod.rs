@@ -4,9 +4,11 @@
 //! signal and crash tests, and a small blocking HTTP client over loopback.
 #![allow(dead_code)]
 
+pub mod esight;
 pub mod http;
 pub mod identity;
 pub mod process;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -37,13 +37,18 @@ pub enum BatchError {
     /// the first one too many). Suggested answer: `400 BadRequest`.
     #[error("a batch holds at most {max} messages", max = MAX_BATCH_ITEMS)]
     TooManyItems,
+    /// Syntactically JSON as far as skipping goes, but not readable as JSON
+    /// values: invalid UTF-8, or nesting deeper than serde_json reads.
+    /// Answered like [`BatchError::InvalidJson`].
+    #[error("the body is not valid JSON: {0}")]
+    Unreadable(&'static str),
 }
 
 impl BatchError {
     /// The contract code to answer with.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidJson { .. } => ValidationCode::InvalidJson.as_str(),
+            Self::InvalidJson { .. } | Self::Unreadable(_) => ValidationCode::InvalidJson.as_str(),
             Self::TooManyItems => "BadRequest",
         }
     }
@@ -60,6 +65,7 @@ impl BatchError {
 ///   failing with `InvalidJson`.
 /// - A body that is not JSON at all is [`BatchError::InvalidJson`].
 pub fn parse_batch(body: Bytes) -> Result<Vec<BatchItem>, BatchError> {
+    check_readable(&body)?;
     if super::scan::first_byte(&body) != Some(b'[') {
         return match Message::from_bytes(body.clone()) {
             Err(e) if e.code == ValidationCode::InvalidJson => {
@@ -86,6 +92,48 @@ pub fn parse_batch(body: Bytes) -> Result<Vec<BatchItem>, BatchError> {
         .enumerate()
         .map(|(index, item)| (index, Message::from_bytes(body.slice_ref(item.get().as_bytes()))))
         .collect())
+}
+
+/// Deepest nesting serde_json reads back (its recursion limit refuses the
+/// 128th level): what the detail view and eSight's side parse.
+pub const MAX_NESTING: usize = 127;
+
+/// Refuses bytes that the validating pass lets through because it only
+/// skips unknown fields (skipping neither checks UTF-8 inside strings nor
+/// limits nesting), but that could not be read back as JSON values: the
+/// stored message would show as `null` and reach eSight unreadable.
+pub fn check_readable(body: &[u8]) -> Result<(), BatchError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(BatchError::Unreadable("invalid UTF-8"));
+    }
+    // Cheap bound first: fewer openers than the limit cannot nest too deep.
+    if body.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_NESTING {
+        return Ok(());
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(BatchError::Unreadable("nested deeper than 127 levels"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_syntax(body: &[u8]) -> Result<(), BatchError> {
@@ -117,5 +165,24 @@ impl<'de> Visitor<'de> for Items<'_> {
             items.push(item);
         }
         Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::*;
+
+    #[test]
+    fn bodies_serde_json_cannot_read_back_are_refused() {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let value = |s: &str| serde_json::from_str::<serde_json::Value>(s).is_ok();
+        assert!(value(&nest(MAX_NESTING)) && !value(&nest(MAX_NESTING + 1)), "the limit is serde_json's");
+        assert!(check_readable(nest(MAX_NESTING).as_bytes()).is_ok());
+        assert!(check_readable(nest(MAX_NESTING + 1).as_bytes()).is_err());
+        let in_strings = format!("[\"{}\\\"{}\"]", "[".repeat(300), "{".repeat(300));
+        assert!(check_readable(in_strings.as_bytes()).is_ok(), "brackets inside strings do not nest");
+        assert!(check_readable(b"{\"a\": \"\xff\"}").is_err());
+        let deep = format!(r#"{{"messageType":"c","x":{}}}"#, nest(200));
+        assert_eq!(parse_batch(Bytes::from(deep)).unwrap_err().code(), "InvalidJson");
     }
 }

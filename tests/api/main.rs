@@ -5,6 +5,7 @@
 mod common;
 
 mod cli_config;
+mod demo;
 mod limits;
 mod openapi;
 mod ops;

@@ -10,6 +10,7 @@ mod cli_config;
 mod cli_identity;
 mod crash;
 mod delivery;
+mod demo;
 mod inbox;
 mod ingest;
 mod limits;

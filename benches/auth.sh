@@ -19,7 +19,9 @@ wrk_summary "GET /health" -t2 -c32 -d"$DURATION" "$BASE/health"
 wrk_summary "GET /user (key + token)" -t2 -c32 -d"$DURATION" -s benches/lua/get_auth.lua "$BASE/user"
 USERNAME=bench PASSWORD=$(cat "$WORK/pw") wrk_summary "logins, default argon2 (m=19456,t=2,p=1)" -t2 -c8 -d"$DURATION" -s benches/lua/login.lua "$BASE/login"
 USERNAME=backoffice1 PASSWORD=Backoffice-pass-22 wrk_summary "logins, legacy argon2 (m=102400,t=2,p=8)" -t2 -c8 -d"$DURATION" -s benches/lua/login.lua "$BASE/login"
-# GET /user while 64 connections keep logging in with the legacy hash.
+# GET /user while 64 connections keep logging in with the legacy hash,
+# against a baseline with the same wrk settings.
+wrk_summary "GET /user baseline for the storm (1 wrk thread)" -t1 -c32 -d5s -s benches/lua/get_auth.lua "$BASE/user"
 USERNAME=backoffice1 PASSWORD=Backoffice-pass-22 wrk -t1 -c64 -d"$DURATION" -s benches/lua/login.lua "$BASE/login" > "$WORK/storm.out" 2>&1 &
 STORM=$!
 sleep 1

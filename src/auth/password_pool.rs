@@ -18,7 +18,7 @@
 //! rather than allocated and page-faulted per hash.
 //!
 //! The computations run on the pool's own N threads, which lower their CPU
-//! priority (nice 10): a storm of logins then slows logins, while the tokio
+//! priority (nice 19): a storm of logins then slows logins, while the tokio
 //! threads serving every other request keep the processor they need. The pool therefore keeps
 //! up to N × the largest memory cost seen resident (2 × 100 MiB on a 2-core
 //! machine once a legacy hash has been checked) — the same bound it enforces
@@ -44,7 +44,7 @@ pub struct PasswordCheck {
 }
 
 /// Niceness of the hashing threads: below request handling.
-const HASHING_NICE: i32 = 10;
+const HASHING_NICE: i32 = 19;
 
 type Job = Box<dyn FnOnce() + Send>;
 

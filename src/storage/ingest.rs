@@ -57,6 +57,9 @@ impl IngestWriter {
         // Checkpoints run in housekeeping (every second, passive), never
         // inside an ingest commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The indexes of a large table must stay in memory for inserts to be
+        // cheap: 64 MiB of page cache for this one connection.
+        conn.pragma_update(None, "cache_size", -65_536)?;
         let ids = IdGenerator::after(messages::max_id(&conn)?);
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()

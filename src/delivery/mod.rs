@@ -50,9 +50,18 @@ struct Shared {
     backoff_initial: Duration,
     backoff_max: Duration,
     delivered: AtomicU64,
+    /// Moving average of a consumption POST's duration (µs).
+    post_micros: AtomicU64,
 }
 
 impl Shared {
+    /// Folds one POST's duration into the moving average (weight 1/8).
+    fn note_post_duration(&self, d: Duration) {
+        let sample = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let old = self.post_micros.load(Ordering::Relaxed);
+        self.post_micros.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -158,6 +167,7 @@ impl DeliveryService {
             backoff_initial: d.backoff_initial.get(),
             backoff_max: d.backoff_max.get(),
             delivered: AtomicU64::new(0),
+            post_micros: AtomicU64::new(1_000),
         });
         let mut threads = Vec::with_capacity(d.workers);
         for n in 0..d.workers {

@@ -17,8 +17,12 @@ use crate::domain::message::{delivery_message_id, rewrite_message_id};
 use crate::esight::status::{Outcome, classify, error_code_for_status};
 use crate::storage::delivery::{self as store, AttemptRecord, ClaimedMessage, Settlement};
 
-/// Messages claimed at once by one worker.
+/// Messages claimed at once by one worker at most.
 const CLAIM_BATCH: usize = 32;
+/// A claim holds about this much work: few messages when eSight is slow (so
+/// no worker sits on a long queue while others idle), many when it is fast
+/// (so claims and records stay few).
+const CLAIM_WORK_MICROS: u64 = 200_000;
 
 /// Messages claimed at once by one worker (sizes the lease).
 pub const fn claim_batch() -> usize {
@@ -57,7 +61,10 @@ fn step(shared: &Shared, conn: &mut Connection) -> Result<Option<bool>, crate::s
     let Some(engine) = shared.engine.as_ref() else { return Ok(None) };
     let permit = engine.breaker.permit();
     let limit = match permit {
-        Permit::Deliver => CLAIM_BATCH,
+        Permit::Deliver => {
+            let per_message = shared.post_micros.load(std::sync::atomic::Ordering::Relaxed).max(1);
+            usize::try_from(CLAIM_WORK_MICROS / per_message).unwrap_or(CLAIM_BATCH).clamp(1, CLAIM_BATCH)
+        }
         Permit::Probe => 1,
         Permit::Wait(_) => return Ok(None),
     };
@@ -181,7 +188,9 @@ fn deliver(shared: &Shared, msg: &ClaimedMessage) -> AttemptRecord {
             );
         }
     };
+    let posted = Instant::now();
     let mut result = engine.client.post_consumption(&body, &id);
+    shared.note_post_duration(posted.elapsed());
     if matches!(result, Err(CallError::Status { status: 401, .. })) {
         // One immediate resend that does not count as an attempt.
         result = engine.client.post_consumption(&body, &id);

@@ -187,7 +187,8 @@ async fn consumption(shared: &Shared, req: Request<Incoming>) -> Result<Response
     let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if !accepted {
         let message = if is_json { "fault injected by the eSight simulator" } else { "the body is not JSON" };
-        let mut error = ApiError::new(status_code, status_name(status), message);
+        let mut error =
+            ApiError::new(status_code, crate::esight::status::error_code_for_status(status), message);
         if let (429 | 503, Some(secs)) = (status, shared.faults.retry_after_secs()) {
             error = error.with_header(RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -235,35 +236,6 @@ fn auth_param<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The contract's name for an eSight status (API.md, "eSight status codes").
-fn status_name(status: u16) -> &'static str {
-    match status {
-        400 => "BadRequest",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "NotFound",
-        405 => "MethodNotAllowed",
-        406 => "NotAcceptable",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "LengthRequired",
-        412 => "PreconditionFailed",
-        413 => "RequestEntityTooLarge",
-        415 => "UnsupportedMediaType",
-        416 => "RequestedRangeNotSatisfiable",
-        422 => "UnprocessableEntity",
-        423 => "Locked",
-        429 => "TooManyRequests",
-        500 => "InternalServerError",
-        501 => "NotImplemented",
-        503 => "ServiceUnavailable",
-        504 => "GatewayTimeout",
-        507 => "InsufficientStorage",
-        509 => "BandwidthLimitExceeded",
-        _ => "UntrackedError",
-    }
 }
 
 #[cfg(test)]

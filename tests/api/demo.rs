@@ -3,49 +3,12 @@
 //! simulator (seen through the admin page's own API and cookie session);
 //! Ctrl-C stops it cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
+use crate::common::demo::DemoProcess;
 use crate::common::http;
-use crate::common::process::bin;
-
-/// Kills the demo if the test fails half-way.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Waits for a stdout line satisfying `pick`; keeps every line seen.
-fn wait_line<T>(
-    rx: &mpsc::Receiver<String>,
-    seen: &mut Vec<String>,
-    deadline: Instant,
-    pick: impl Fn(&str) -> Option<T>,
-) -> T {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let found = pick(&line);
-                seen.push(line);
-                if let Some(v) = found {
-                    return v;
-                }
-            }
-            Err(_) => panic!("the demo did not print what was expected; output so far: {seen:#?}"),
-        }
-    }
-}
 
 #[test]
 fn demo_runs_with_one_command_and_messages_flow() {
@@ -53,39 +16,9 @@ fn demo_runs_with_one_command_and_messages_flow() {
     let cwd = dir.path().join("cwd");
     std::fs::create_dir(&cwd).unwrap();
     let data = dir.path().join("demo-data");
-    let mut child = Command::new(bin())
-        .args(["demo", "--fresh", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .current_dir(&cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut demo = Demo(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let admin_url = wait_line(&rx, &mut seen, deadline, |l| {
-        l.trim().strip_prefix("admin page:").map(|u| u.trim().to_string())
-    });
-    let username = wait_line(&rx, &mut seen, deadline, |l| {
-        l.trim().strip_prefix("username:").map(|u| u.trim().to_string())
-    });
-    let password = wait_line(&rx, &mut seen, deadline, |l| {
-        l.trim().strip_prefix("password:").map(|p| p.trim().to_string())
-    });
-    let base =
-        admin_url.strip_suffix("/admin/").unwrap_or_else(|| panic!("admin URL {admin_url}")).to_string();
+    let mut demo = DemoProcess::start(&cwd, &data);
+    let (admin_url, base) = (demo.admin_url.clone(), demo.base.clone());
+    let (username, password) = (demo.username.clone(), demo.password.clone());
     assert!(base.starts_with("http://127.0.0.1:") && !base.ends_with(":0"), "a real loopback port: {base}");
     assert_eq!(username, "admin");
     assert!(password.len() >= 12, "a generated password: {password:?}");
@@ -127,18 +60,18 @@ fn demo_runs_with_one_command_and_messages_flow() {
     assert!(!cwd.join("demo-data").exists(), "nothing written to the default place");
 
     // Ctrl-C: a clean stop with exit code 0 and a summary line.
-    let pid = rustix::process::Pid::from_raw(demo.0.id() as i32).unwrap();
+    let pid = rustix::process::Pid::from_raw(demo.child.id() as i32).unwrap();
     rustix::process::kill_process(pid, Signal::INT).unwrap();
     let stop_deadline = Instant::now() + Duration::from_secs(25);
     let status = loop {
-        if let Some(status) = demo.0.try_wait().unwrap() {
+        if let Some(status) = demo.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < stop_deadline, "the demo did not stop within 25 s of SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
-    let summary = wait_line(&rx, &mut seen, Instant::now() + Duration::from_secs(5), |l| {
+    let summary = demo.wait_line(Instant::now() + Duration::from_secs(5), |l| {
         l.starts_with("demo stopped:").then(|| l.to_string())
     });
     assert!(summary.contains("messages accepted"), "{summary}");

@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_flow;
+mod demo_pages;
 mod driver;
 mod env;
 mod keyboard;

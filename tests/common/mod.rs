@@ -4,6 +4,7 @@
 //! signal and crash tests, and a small blocking HTTP client over loopback.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod esight;
 pub mod http;
 pub mod identity;

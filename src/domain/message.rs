@@ -60,14 +60,7 @@ pub const GATEWAY_TYPE_URN_PREFIX: &str = "urn:esight:assets:edm:";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     raw: Bytes,
-    message_id: String,
-    gateway_type_urn: String,
-    gateway_urn: String,
-    local_market: String,
-    data_feed_type: String,
-    site_id: String,
-    meter_id: String,
-    datapoint_count: usize,
+    fields: Fields,
 }
 
 /// The contract's message validation codes, in checking order.
@@ -172,43 +165,43 @@ impl Message {
 
     /// `header.messageId`, unescaped; never blank.
     pub fn message_id(&self) -> &str {
-        &self.message_id
+        &self.fields.message_id
     }
 
     /// `header.gatewayTypeUrn`, unescaped.
     pub fn gateway_type_urn(&self) -> &str {
-        &self.gateway_type_urn
+        &self.fields.gateway_type_urn
     }
 
     /// `header.gatewayUrn`, unescaped.
     pub fn gateway_urn(&self) -> &str {
-        &self.gateway_urn
+        &self.fields.gateway_urn
     }
 
     /// The local market (`lu` in `urn:esight:assets:edm:lu:electricity`), as
     /// sent; eSight's site code is `upper(local_market) + "_" + site_id`.
     pub fn local_market(&self) -> &str {
-        &self.local_market
+        &self.fields.local_market
     }
 
     /// The data feed type (`electricity` in `urn:esight:assets:edm:lu:electricity`).
     pub fn data_feed_type(&self) -> &str {
-        &self.data_feed_type
+        &self.fields.data_feed_type
     }
 
     /// The second-to-last `:`-segment of `header.gatewayUrn`.
     pub fn site_id(&self) -> &str {
-        &self.site_id
+        &self.fields.site_id
     }
 
     /// The last `:`-segment of `header.gatewayUrn`.
     pub fn meter_id(&self) -> &str {
-        &self.meter_id
+        &self.fields.meter_id
     }
 
     /// Number of items in `gatewayData.datapointValues` (at least 1).
     pub fn datapoint_count(&self) -> usize {
-        self.datapoint_count
+        self.fields.datapoint_count
     }
 
     /// [`content_hash`] of the raw bytes, for idempotency.
@@ -217,7 +210,8 @@ impl Message {
     }
 }
 
-/// A message's extracted fields before the raw bytes are attached.
+/// A message's extracted fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Fields {
     message_id: String,
     gateway_type_urn: String,
@@ -231,17 +225,7 @@ struct Fields {
 
 impl Fields {
     fn with_raw(self, raw: Bytes) -> Message {
-        Message {
-            raw,
-            message_id: self.message_id,
-            gateway_type_urn: self.gateway_type_urn,
-            gateway_urn: self.gateway_urn,
-            local_market: self.local_market,
-            data_feed_type: self.data_feed_type,
-            site_id: self.site_id,
-            meter_id: self.meter_id,
-            datapoint_count: self.datapoint_count,
-        }
+        Message { raw, fields: self }
     }
 }
 

@@ -3,7 +3,8 @@
 # API key, and logs in. Needs: wrk, curl, python3.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BIN=target/x86_64-unknown-linux-gnu/release/energyload
+# BIN: the binary to measure (default: the release build, built first).
+BIN=${BIN:-target/x86_64-unknown-linux-gnu/release/energyload}
 PORT=${PORT:-18181}
 BASE="http://127.0.0.1:$PORT"
 WORK=$(mktemp -d)
@@ -14,7 +15,7 @@ trap cleanup EXIT
 need() { command -v "$1" >/dev/null || { echo "benchmark needs $1 (apt-get install $2)"; exit 1; }; }
 need wrk wrk; need curl curl; need python3 python3
 
-build() { cargo build --release --quiet; }
+build() { [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet; }
 
 # write_config EXTRA_TOML: config with the listen port, data dir, big caps.
 write_config() {

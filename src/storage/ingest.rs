@@ -3,9 +3,20 @@
 //! takes everything queued (up to a cap), stores it in one transaction with one
 //! fsync, then answers every request. A request is answered only after the
 //! commit that holds its messages — "accepted" means on disk.
+//!
+//! The writer also checkpoints the WAL, between groups and after answering:
+//! a checkpoint from another thread never catches up with a writer that
+//! commits continuously, so the WAL would only grow, every commit would
+//! append to new file blocks (allocation, zeroing, a journal commit in each
+//! fsync) and the file would eat the disk. Checkpointing here, whenever the
+//! WAL holds more than `CHECKPOINT_AFTER_PAGES`, lets SQLite restart the WAL
+//! from its beginning so commits overwrite blocks already on disk.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::thread::JoinHandle;
 
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,6 +29,19 @@ use crate::clock::now_millis;
 const MAX_GROUP_ITEMS: usize = 8192;
 /// Queued requests at most before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 1024;
+/// WAL size (in pages) above which the writer checkpoints after a group.
+const CHECKPOINT_AFTER_PAGES: c_int = 1000;
+
+thread_local! {
+    /// Pages in the WAL after the writer's last commit (set by the WAL hook,
+    /// which SQLite calls on the committing thread).
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
 
 /// Why a batch was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -54,9 +78,11 @@ impl IngestWriter {
         on_commit: impl Fn(usize) + Send + 'static,
     ) -> Result<(Self, JoinHandle<()>), StorageError> {
         let conn = storage.open_connection()?;
-        // Checkpoints run in housekeeping (every second, passive), never
+        // Checkpoints run between groups (see `checkpoint_if_large`), never
         // inside an ingest commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // After the pragma, which installs a hook of its own.
+        conn.wal_hook(Some(note_wal_pages));
         // The indexes of a large table must stay in memory for inserts to be
         // cheap: 64 MiB of page cache for this one connection.
         conn.pragma_update(None, "cache_size", -65_536)?;
@@ -109,6 +135,7 @@ fn run(
                 if inserted > 0 {
                     on_commit(inserted);
                 }
+                checkpoint_if_large(&conn);
             }
             Err(e) => {
                 let failure = if e.is_unwritable() { IngestError::Unwritable } else { IngestError::Failed };
@@ -135,4 +162,23 @@ fn commit_group(
     }
     tx.commit()?;
     Ok(per_job)
+}
+
+/// Copies the WAL into the database once it is large, so that the next
+/// commit can start the WAL over (see the module comment). Passive: it never
+/// waits for readers; what it cannot copy now is copied next time.
+fn checkpoint_if_large(conn: &Connection) {
+    if WAL_PAGES.get() < CHECKPOINT_AFTER_PAGES {
+        return;
+    }
+    WAL_PAGES.set(0);
+    let result = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+    match result {
+        Ok((log, copied)) if copied < log => {
+            tracing::debug!(log, copied, "WAL checkpoint could not copy every page yet");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+    }
 }

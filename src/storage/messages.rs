@@ -43,8 +43,10 @@ pub enum StoreOutcome {
 pub type SameContent = fn(&[u8], &[u8]) -> bool;
 
 /// Stores `items` inside `tx`, checking idempotency item by item (so that
-/// repeats within one batch are caught too). Content is compared only when a
-/// messageId is already stored, so the common path computes no hash.
+/// repeats within one batch are caught too). The insert itself detects a
+/// messageId already stored (`ON CONFLICT DO NOTHING`), so the common path
+/// costs one index descent and computes no hash; only a repeat reads the
+/// stored body to compare content.
 pub fn store_batch(
     tx: &Transaction<'_>,
     ids: &mut IdGenerator,
@@ -52,44 +54,49 @@ pub fn store_batch(
     items: &[NewMessage],
     same_content: SameContent,
 ) -> Result<Vec<StoreOutcome>, StorageError> {
-    let mut find = tx.prepare_cached("SELECT id, body, status FROM messages WHERE message_id = ?1")?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market, data_feed_type,
                                datapoints, body, created_at, updated_at, next_attempt_at, cycle_started)
-         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?9)",
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?9)
+         ON CONFLICT (message_id) DO NOTHING",
     )?;
     let mut outcomes = Vec::with_capacity(items.len());
     for m in items {
-        let existing = find
-            .query_row([&m.message_id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
-            })
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
-        let outcome = match existing {
-            Some((id, body, status)) if same_content(&body, &m.body) => {
-                StoreOutcome::Duplicate(id, MessageStatus::parse(&status).unwrap_or(MessageStatus::Pending))
-            }
-            Some((id, _, _)) => StoreOutcome::Conflict(id),
-            None => {
-                let id = ids.next_id(now);
-                insert.execute(params![
-                    id,
-                    m.message_id,
-                    m.meter_id,
-                    m.site_id,
-                    m.local_market,
-                    m.data_feed_type,
-                    m.datapoints,
-                    &m.body[..],
-                    now
-                ])?;
-                StoreOutcome::Inserted(id)
-            }
-        };
+        let id = ids.next_id(now);
+        let inserted = insert.execute(params![
+            id,
+            m.message_id,
+            m.meter_id,
+            m.site_id,
+            m.local_market,
+            m.data_feed_type,
+            m.datapoints,
+            &m.body[..],
+            now
+        ])?;
+        let outcome =
+            if inserted == 1 { StoreOutcome::Inserted(id) } else { stored_before(tx, m, same_content)? };
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// The outcome for a messageId that is already stored: a duplicate when the
+/// content is the same, a conflict otherwise.
+fn stored_before(
+    tx: &Transaction<'_>,
+    m: &NewMessage,
+    same_content: SameContent,
+) -> Result<StoreOutcome, StorageError> {
+    let mut find = tx.prepare_cached("SELECT id, body, status FROM messages WHERE message_id = ?1")?;
+    let (id, body, status) = find.query_row([&m.message_id], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+    })?;
+    Ok(if same_content(&body, &m.body) {
+        StoreOutcome::Duplicate(id, MessageStatus::parse(&status).unwrap_or(MessageStatus::Pending))
+    } else {
+        StoreOutcome::Conflict(id)
+    })
 }
 
 /// The largest message id stored (0 when empty).

@@ -196,7 +196,12 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
         let Self { listener, state, workers, housekeeping, _lock } = self;
         tracing::info!(addr = %listener.local_addr().map_err(|source| AppError::Bind { addr: state.config.server.listen, source })?, "listening");
+        let (stop_poller, poller) = start_inbox_poller(&state);
         crate::http::server::serve(listener, state.clone(), shutdown).await;
+        // An import in progress finishes (its files are committed and moved)
+        // before the writer and workers stop.
+        let _ = stop_poller.send(true);
+        let _ = poller.await;
         state.stopping.store(true, Ordering::Release);
         housekeeping.thread().unpark();
         tokio::task::spawn_blocking(move || {
@@ -218,4 +223,18 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the periodic inbox import (`inbox.poll_interval`; zero is off and
+/// the task ends at once). Send `true` to stop it.
+fn start_inbox_poller(state: &AppState) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let poller = crate::inbox::spawn_poller(
+        state.config.inbox_dir(),
+        state.config.inbox.poll_interval.get(),
+        state.config.server.max_body_bytes,
+        state.ingest.clone(),
+        stopped,
+    );
+    (stop, poller)
 }

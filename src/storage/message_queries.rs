@@ -295,21 +295,49 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
     Ok(DeliveryStats { delivered, oldest_pending_created, per_minute })
 }
 
+/// Rows deleted per retention statement: each is its own short write
+/// transaction, so ingest never waits long behind a retention pass.
+const PRUNE_CHUNK: i64 = 2_000;
+
 /// Deletes messages delivered before `delivered_before` and failed/rejected
 /// messages last changed before `failed_before` (their attempts and report
 /// links go with them); returns how many messages were deleted.
+///
+/// Ids are time-ordered, and a message finished before a cutoff was created
+/// before it, so each statement walks only the rows created before the
+/// cutoff (`messages_by_status`), in chunks of [`PRUNE_CHUNK`].
 pub fn prune_finished(
     conn: &Connection,
     delivered_before: i64,
     failed_before: i64,
 ) -> Result<usize, StorageError> {
-    let delivered = conn.execute(
-        "DELETE FROM messages WHERE status = 'delivered' AND delivered_at < ?1",
-        [delivered_before],
+    let delivered = prune_chunks(
+        conn,
+        "DELETE FROM messages WHERE id IN (
+             SELECT id FROM messages WHERE status = 'delivered' AND id < ?2 AND delivered_at < ?1
+             ORDER BY id LIMIT ?3)",
+        delivered_before,
     )?;
-    let failed = conn.execute(
-        "DELETE FROM messages WHERE status IN ('failed', 'rejected') AND updated_at < ?1",
-        [failed_before],
-    )?;
+    let mut failed = 0;
+    for status in ["failed", "rejected"] {
+        let sql = format!(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM messages WHERE status = '{status}' AND id < ?2 AND updated_at < ?1
+                 ORDER BY id LIMIT ?3)"
+        );
+        failed += prune_chunks(conn, &sql, failed_before)?;
+    }
     Ok(delivered + failed)
+}
+
+fn prune_chunks(conn: &Connection, sql: &str, before: i64) -> Result<usize, StorageError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut total = 0;
+    loop {
+        let n = stmt.execute(params![before, super::ids::first_id_at(before), PRUNE_CHUNK])?;
+        total += n;
+        if (n as i64) < PRUNE_CHUNK {
+            return Ok(total);
+        }
+    }
 }

@@ -11,7 +11,6 @@ mod tests;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::StorageError;
-use crate::clock::now_millis;
 use crate::domain::error_report::ErrorReport;
 
 /// `messages.error_code` of a rejected message when the report names no
@@ -163,7 +162,7 @@ pub fn store_report(conn: &mut Connection, r: &NewReport) -> Result<StoredReport
                     lease_until = NULL, next_attempt_at = NULL
              WHERE id = ?1
                AND (status IN ('delivered', 'delivering') OR (status = 'pending' AND attempts > 0))",
-            params![message, now_millis(), code, text],
+            params![message, r.received_at, code, text],
         )?;
     }
     tx.commit()?;

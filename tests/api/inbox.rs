@@ -167,3 +167,26 @@ fn names_that_could_leave_the_inbox_are_refused() {
     assert!(dir.join("inside.json").exists(), "nothing was imported");
     assert_eq!(message_count(&s), 0);
 }
+
+#[test]
+fn with_a_poll_interval_the_server_imports_the_inbox_by_itself() {
+    let s = Session::new(crate::common::spawn_app_with(|c| {
+        c.inbox.poll_interval = energyload::config::Duration::from_millis(50);
+    }));
+    let dir = inbox(&s);
+    put(&dir, "valid-1.json", "valid-1.json");
+    put(&dir, "bad.json", "invalid-NoGatewayUrn.json");
+    crate::common::esight::wait_until(Duration::from_secs(10), "the poller to import the inbox", || {
+        names(&dir.join("accepted")) == ["valid-1.json"]
+    });
+    assert_eq!(names(&dir.join("failed/NoGatewayUrn")), vec!["bad.json"]);
+    assert_eq!(message_count(&s), 1);
+
+    // Later files are picked up too, and a repeat is a duplicate, not a copy.
+    put(&dir, "again.json", "valid-1.json");
+    put(&dir, "second.json", "valid-2.json");
+    crate::common::esight::wait_until(Duration::from_secs(10), "the second import", || {
+        names(&dir.join("accepted")).len() == 3
+    });
+    assert_eq!(message_count(&s), 2);
+}

@@ -20,6 +20,7 @@ mod openapi;
 mod ops;
 mod outage;
 mod reports;
+mod retention;
 mod secrets;
 mod shutdown;
 mod static_binary;

@@ -1,6 +1,6 @@
-//! Log set-up: `tracing` events to stdout and to daily-rotated files under
-//! `log.dir` (keeping `log.keep_files`), as text or JSON lines. The returned
-//! guard flushes the file writer when dropped.
+//! Log set-up: `tracing` events to stdout and (unless `log.files = false`) to
+//! daily-rotated files under `log.dir` (keeping `log.keep_files`), as text or
+//! JSON lines. The returned guard flushes the file writer when dropped.
 
 use std::io::IsTerminal;
 
@@ -18,8 +18,8 @@ pub struct LogGuard {
     _file: Option<WorkerGuard>,
 }
 
-/// Installs the global subscriber. With `to_files`, also writes daily files
-/// under the configured log directory.
+/// Installs the global subscriber. With `to_files` and `log.files`, also
+/// writes daily files under the configured log directory.
 pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
     let filter = || EnvFilter::builder().parse(&config.log.level).map_err(|e| format!("log.level: {e}"));
     let json = config.log.format == LogFormat::Json;
@@ -39,7 +39,7 @@ pub fn init(config: &Config, to_files: bool) -> Result<LogGuard, String> {
     } else {
         fmt::layer().with_ansi(ansi).with_writer(out).with_filter(filter()?).boxed()
     };
-    let (file_layer, guard) = if to_files {
+    let (file_layer, guard) = if to_files && config.log.files {
         let dir = config.log_dir();
         crate::storage::create_private_dir(&dir).map_err(|e| e.to_string())?;
         let appender = RollingFileAppender::builder()

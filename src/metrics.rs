@@ -16,10 +16,14 @@ const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// A latency histogram with fixed buckets.
+///
+/// Each observation lands in exactly one slot (the last slot holds those
+/// above every bound); the cumulative `_bucket` lines, the `+Inf` bucket and
+/// `_count` are all derived from one read of the slots, so a scrape racing
+/// with observations still renders monotone buckets with `+Inf == _count`.
 #[derive(Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
+    slots: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
 }
 
@@ -27,10 +31,8 @@ impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let slot = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        self.slots[slot].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
@@ -38,17 +40,35 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += count.load(Ordering::Relaxed);
+        for (bound, slot) in LATENCY_BUCKETS.iter().zip(&self.slots) {
+            cumulative += slot.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = cumulative + self.slots[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_sum{braces} {}", sample_value(sum));
         let _ = writeln!(out, "{name}_count{braces} {count}");
     }
+}
+
+/// A sample value as the text format spells it (`+Inf`, `-Inf`, `NaN`).
+fn sample_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        v.to_string()
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a family (help text escaped as the
+/// format requires: backslash and line feed).
+fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Label values of one series, e.g. `[("route", "/health"), ("status", "200")]`.
@@ -99,7 +119,7 @@ impl Family<AtomicU64> {
     }
 
     fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
+        write_header(out, self.name, self.help, "counter");
         for (labels, c) in self.series.read().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "{}{{{labels}}} {}", self.name, c.load(Ordering::Relaxed));
         }
@@ -113,7 +133,7 @@ impl Family<Histogram> {
     }
 
     fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", self.name, self.help, self.name);
+        write_header(out, self.name, self.help, "histogram");
         for (labels, h) in self.series.read().unwrap_or_else(|e| e.into_inner()).iter() {
             h.render(out, self.name, labels);
         }
@@ -146,9 +166,13 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
 }
 
+/// The outcomes of a delivery attempt, exported at zero from the start so
+/// that `rate()` and absence alerts work before the first attempt.
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retry", "failed"];
+
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             http_requests: Family::new(
                 "energyload_http_requests_total",
                 "HTTP requests answered, by route pattern and status code.",
@@ -167,7 +191,11 @@ impl Default for Metrics {
             ),
             login_failures: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+        };
+        for outcome in DELIVERY_OUTCOMES {
+            metrics.delivery_attempts.with(&vec![("outcome", outcome.to_string())], |_| {});
         }
+        metrics
     }
 }
 
@@ -193,18 +221,15 @@ impl Metrics {
                 &self.rate_limited,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.load(Ordering::Relaxed)
-            );
+            write_header(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
         for g in gauges {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+            write_header(&mut out, g.name, g.help, "gauge");
             for (labels, value) in &g.series {
                 let labels = format_labels(labels);
                 let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-                let _ = writeln!(out, "{}{braces} {value}", g.name);
+                let _ = writeln!(out, "{}{braces} {}", g.name, sample_value(*value));
             }
         }
         out
@@ -240,6 +265,38 @@ mod tests {
         );
         assert!(text.contains("energyload_http_request_duration_seconds_count{route=\"/health\"} 3\n"));
         assert!(text.contains("# TYPE energyload_db_size_bytes gauge\nenergyload_db_size_bytes 4096\n"));
+    }
+
+    #[test]
+    fn observations_above_every_bound_count_only_in_inf_and_count() {
+        let m = Metrics::default();
+        m.record_http("/x", 200, Duration::from_secs(60));
+        let text = m.render(&[]);
+        assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/x\",le=\"10\"} 0\n"));
+        assert!(
+            text.contains("energyload_http_request_duration_seconds_bucket{route=\"/x\",le=\"+Inf\"} 1\n")
+        );
+        assert!(text.contains("energyload_http_request_duration_seconds_sum{route=\"/x\"} 60\n"));
+        assert!(text.contains("energyload_http_request_duration_seconds_count{route=\"/x\"} 1\n"));
+    }
+
+    #[test]
+    fn delivery_outcomes_start_at_zero() {
+        let text = Metrics::default().render(&[]);
+        for outcome in DELIVERY_OUTCOMES {
+            let line = format!("energyload_delivery_attempts_total{{outcome=\"{outcome}\"}} 0\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn special_values_and_help_text_are_spelled_as_the_format_requires() {
+        let g =
+            Gauge { name: "g", help: "a \\ b\nc", series: vec![(vec![], f64::INFINITY), (vec![], f64::NAN)] };
+        let text = Metrics::default().render(&[g]);
+        assert!(text.contains("# HELP g a \\\\ b\\nc\n# TYPE g gauge\ng +Inf\ng NaN\n"), "{text}");
+        assert_eq!(sample_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(sample_value(0.25), "0.25");
     }
 
     #[test]

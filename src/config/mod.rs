@@ -320,11 +320,14 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// Whether `serve` also writes the daily files under `dir`; `false` logs
+    /// to stdout only (containers, where the runtime collects stdout).
+    pub files: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { dir: None, keep_files: 14, level: "info".into(), format: LogFormat::Text }
+        Self { dir: None, keep_files: 14, level: "info".into(), format: LogFormat::Text, files: true }
     }
 }
 

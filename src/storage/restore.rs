@@ -27,6 +27,9 @@ use super::{DB_FILE, DataDirLock, StorageError, migrations};
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
+/// Name of the staged copy in the data directory, before the process id.
+const STAGING_PREFIX: &str = ".energyload.db.restoring-";
+
 /// Files SQLite keeps beside a database, paired with it by name.
 const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
@@ -82,10 +85,11 @@ pub fn restore<E: From<StorageError>>(
 ) -> Result<RestoreReport, E> {
     let data_dir = held.data_dir();
     let installed = data_dir.join(DB_FILE);
-    let staging = data_dir.join(format!(".{DB_FILE}.restoring-{}", std::process::id()));
-    remove_with_sidecars(&staging);
+    remove_stale_staging(data_dir);
+    let staging = data_dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let result = (|| -> Result<RestoreReport, E> {
         check_magic(source)?;
+        check_no_wal_beside(source)?;
         std::fs::copy(source, &staging).map_err(io(format!(
             "cannot copy {} into {}",
             source.display(),
@@ -131,6 +135,22 @@ fn check_magic(source: &Path) -> Result<(), StorageError> {
             Err(not_a_backup(source, "not a SQLite database (too short)"))
         }
         Err(e) => Err(io(format!("cannot read {}", source.display()))(e)),
+    }
+}
+
+/// Refuses a database whose last commits are in a `-wal` file beside it:
+/// copying the main file alone would silently drop them.
+fn check_no_wal_beside(source: &Path) -> Result<(), StorageError> {
+    let wal = with_suffix(source, "-wal");
+    match std::fs::metadata(&wal) {
+        Ok(m) if m.len() > 0 => Err(not_a_backup(
+            source,
+            format!(
+                "{} beside it holds commits not in the file; use a file written by `energyload backup`",
+                wal.display()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -222,6 +242,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// WAL beside it.
 fn install(staging: &Path, installed: &Path, aside: Option<&Path>) -> Result<bool, StorageError> {
     let mut standalone = true;
+    // The main file first gets its second name, then its sidecars move: a
+    // crash in between leaves `energyload.db` in place (without a WAL that
+    // a failed checkpoint left; the set kept aside is complete).
     if let Some(aside) = aside {
         if installed.exists() {
             standalone = checkpoint(installed);
@@ -263,6 +286,17 @@ fn checkpoint(db: &Path) -> bool {
 
 fn sync_file(path: &Path) -> Result<(), StorageError> {
     File::open(path).and_then(|f| f.sync_all()).map_err(io(format!("cannot sync {}", path.display())))
+}
+
+/// Removes copies staged by restores that crashed (the lock is held, so no
+/// other restore is running).
+fn remove_stale_staging(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn remove_with_sidecars(path: &Path) {

@@ -96,11 +96,24 @@ fn a_refused_file_or_callback_leaves_the_directory_as_it_was() {
     let newer = work.path().join("newer.db");
     database(&newer, LATEST, "newer");
     Connection::open(&newer).unwrap().pragma_update(None, "user_version", LATEST + 1).unwrap();
+    let with_wal = work.path().join("with-wal.db");
+    database(&with_wal, LATEST, "committed");
+    let live = Connection::open(&with_wal).unwrap();
+    live.pragma_update(None, "journal_mode", "WAL").unwrap();
+    live.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    live.execute("UPDATE meta SET value = 'only in the wal' WHERE key = 'marker'", []).unwrap();
+    std::mem::forget(live);
     let fine = work.path().join("fine.db");
     database(&fine, LATEST, "fine");
 
     let lock = DataDirLock::acquire(data.path()).unwrap();
-    for (file, expected) in [(&garbage, "cannot be"), (&foreign, "no meta table"), (&newer, "is newer")] {
+    let refusals = [
+        (&garbage, "cannot be"),
+        (&foreign, "no meta table"),
+        (&newer, "is newer"),
+        (&with_wal, "-wal beside it"),
+    ];
+    for (file, expected) in refusals {
         let err = restore(&lock, file, no_callback).unwrap_err().to_string();
         assert!(err.contains(expected), "{}: {err}", file.display());
     }
@@ -113,6 +126,18 @@ fn a_refused_file_or_callback_leaves_the_directory_as_it_was() {
     expected.retain(|n| n != DataDirLock::FILE);
     assert_eq!(after, expected);
     assert_eq!(marker(&data.path().join(DB_FILE)), "current");
+}
+
+#[test]
+fn a_copy_staged_by_a_crashed_restore_is_cleared() {
+    let work = tempfile::tempdir().unwrap();
+    let stale = work.path().join(format!("{STAGING_PREFIX}1"));
+    std::fs::write(&stale, b"half a copy").unwrap();
+    let backup = work.path().join("backup.db");
+    database(&backup, LATEST, "backup");
+    let lock = DataDirLock::acquire(work.path()).unwrap();
+    restore(&lock, &backup, no_callback).unwrap();
+    assert!(!stale.exists());
 }
 
 const LATEST: u32 = migrations::LATEST_VERSION;

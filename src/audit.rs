@@ -41,6 +41,9 @@ pub enum EventType {
     MessageRetried,
     /// A database backup was downloaded.
     BackupDownloaded,
+    /// A backup was restored (`energyload restore`); the event is the first
+    /// one appended to the restored database's chain.
+    BackupRestored,
     /// Delivery was paused.
     DeliveryPaused,
     /// Delivery was resumed.
@@ -64,6 +67,7 @@ impl EventType {
             Self::ApikeyRevoked => "apikey_revoked",
             Self::MessageRetried => "message_retried",
             Self::BackupDownloaded => "backup_downloaded",
+            Self::BackupRestored => "backup_restored",
             Self::DeliveryPaused => "delivery_paused",
             Self::DeliveryResumed => "delivery_resumed",
         }

@@ -6,6 +6,7 @@ mod config_cmd;
 mod demo;
 mod identity;
 mod migrate;
+mod restore;
 mod serve;
 
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ enum Command {
         /// Where to write the snapshot.
         file: PathBuf,
     },
+    /// Replace the database with a backup FILE (offline: stop `serve` first).
+    #[command(after_help = RESTORE_HELP)]
+    Restore {
+        /// The backup to restore (written by `energyload backup` or the backup endpoint).
+        file: PathBuf,
+    },
     /// Run the eSight simulator alone (token, catalog, consumption, fault injection).
     #[command(name = "esight-sim")]
     EsightSim(Box<crate::simulator::cli::EsightSimArgs>),
@@ -69,6 +76,31 @@ enum Command {
     #[command(after_help = "Examples:\n  energyload version")]
     Version,
 }
+
+/// `restore --help`: what it does, the signing-key decision, examples.
+const RESTORE_HELP: &str = "\
+What it does:
+  Refuses while a server holds the data directory. Checks FILE: a SQLite file that passes
+  `PRAGMA integrity_check`, has energyload's meta table and a schema version this binary knows
+  (an older one is migrated now). Renews the signing keys, appends a `backup_restored` event to
+  the restored audit chain, keeps the current database (and its WAL) as
+  energyload.db.replaced-<UTC time> in the data directory, and installs the backup in its place.
+  It prints the paths, the schema version and counts of users, API keys, audit events and
+  messages.
+
+After a restore:
+  Users, roles, passwords, API keys, messages and the audit log are as they were at the backup
+  (plus the restore's audit event): API keys created after the backup no longer work, keys
+  revoked after it work again (revoke them again if needed).
+  Backups never contain the JWT signing keys (files in <data_dir>/signing-keys/). Restore
+  replaces them with a new key, so every token issued before the restore is refused and users
+  log in again; a token revoked after the backup cannot come back to life.
+
+Examples:
+  systemctl stop energyload
+  energyload restore /var/backups/energyload-2026-01-31.db
+  systemctl start energyload
+  energyload restore backup.db --config /etc/energyload/config.toml";
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
@@ -107,6 +139,7 @@ pub fn run() -> ExitCode {
                 Command::Serve => serve::run(loaded),
                 Command::Migrate => migrate::run(&loaded),
                 Command::Backup { file } => backup::run(&loaded, &file),
+                Command::Restore { file } => restore::run(&loaded, &file),
                 Command::User(c) => identity::user(&loaded, c),
                 Command::Apikey(c) => identity::apikey(&loaded, c),
                 Command::Audit(c) => identity::audit_cmd(&loaded, c),

@@ -47,9 +47,12 @@ pub struct ChainReport {
     pub first_broken: Option<i64>,
 }
 
-const GENESIS: [u8; 32] = [0; 32];
+/// The `prev_hash` of the first event of a chain that was never pruned.
+pub const GENESIS: [u8; 32] = [0; 32];
 
-fn chain_hash(prev: &[u8], row: &AuditRow) -> [u8; 32] {
+/// The `hash` an event row carries: SHA-256 over the previous row's hash,
+/// the row's id and timestamp and its length-prefixed text fields.
+pub fn chain_hash(prev: &[u8], row: &AuditRow) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(row.id.to_be_bytes());

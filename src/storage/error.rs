@@ -23,6 +23,14 @@ pub enum StorageError {
         /// The newest version this binary knows.
         supported: u32,
     },
+    /// A file offered as a backup is not a sound energyload database.
+    #[error("{path} is not a usable energyload backup: {reason}")]
+    NotABackup {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The data directory cannot be created or read.
     #[error("data directory {path}: {source}")]
     DataDir {

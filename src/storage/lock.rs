@@ -59,6 +59,11 @@ impl DataDirLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The data directory this lock holds.
+    pub fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
 }
 
 #[cfg(test)]

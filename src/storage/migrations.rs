@@ -40,11 +40,19 @@ pub fn status(conn: &Connection) -> Result<SchemaStatus, StorageError> {
 
 /// Applies every pending migration.
 pub fn apply(conn: &mut Connection) -> Result<SchemaStatus, StorageError> {
+    apply_up_to(conn, LATEST_VERSION)
+}
+
+/// Applies the pending migrations up to schema version `target` only, so a
+/// database can be built as an older binary left it (the upgrade fixtures
+/// in `tests/fixtures/schema/`). Refuses a database newer than this binary.
+pub fn apply_up_to(conn: &mut Connection, target: u32) -> Result<SchemaStatus, StorageError> {
     let before = status(conn)?;
     if before.current > before.latest {
         return Err(StorageError::TooNew { found: before.current, supported: before.latest });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(before.current as usize) {
+    let wanted = target.min(LATEST_VERSION) as usize;
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(wanted).skip(before.current as usize) {
         let version = index as u32 + 1;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
@@ -67,6 +75,16 @@ mod tests {
         assert_eq!(s.current, LATEST_VERSION);
         assert!(!s.pending());
         assert_eq!(apply(&mut c).unwrap(), s);
+    }
+
+    #[test]
+    fn stops_at_the_requested_version_and_resumes_from_it() {
+        let mut c = Connection::open_in_memory().unwrap();
+        assert_eq!(apply_up_to(&mut c, 1).unwrap().current, 1);
+        let tables: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0)).unwrap();
+        assert_eq!(tables, 1, "only the meta table at version 1");
+        assert_eq!(apply(&mut c).unwrap().current, LATEST_VERSION);
     }
 
     #[test]

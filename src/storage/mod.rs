@@ -14,6 +14,7 @@ mod message_queries;
 pub mod messages;
 mod migrations;
 pub mod reports;
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,10 +26,13 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::{StorageConfig, Synchronous};
 
 pub use backup::snapshot_to_file;
+pub use restore::{RestorePlan, RestoreReport, RestoredCounts, restore};
 
 pub use error::StorageError;
 pub use lock::DataDirLock;
-pub use migrations::{LATEST_VERSION, SchemaStatus, status as migration_status};
+pub use migrations::{
+    LATEST_VERSION, SchemaStatus, apply_up_to as migrate_up_to, status as migration_status,
+};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "energyload.db";

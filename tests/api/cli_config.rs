@@ -130,7 +130,7 @@ fn serve_without_any_config_file_serves_health_and_readiness() {
 
 #[test]
 fn every_command_has_help_with_examples() {
-    for cmd in [&["serve"][..], &["migrate"], &["config", "check"], &["backup"], &["version"]] {
+    for cmd in [&["serve"][..], &["migrate"], &["config", "check"], &["backup"], &["restore"], &["version"]] {
         let out = Command::new(bin()).args(cmd).arg("--help").output().unwrap();
         assert!(out.status.success(), "{cmd:?}");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -8,7 +8,8 @@ import { buildUrl } from '../api.js';
 export const title = 'Audit';
 
 const TYPES = ['login_success', 'login_failure', 'logout', 'access_denied', 'account_locked', 'user_created',
-  'user_modified', 'user_deactivated', 'apikey_created', 'apikey_revoked', 'message_retried', 'backup_downloaded'];
+  'user_modified', 'user_deactivated', 'apikey_created', 'apikey_revoked', 'message_retried', 'backup_downloaded',
+  'backup_restored'];
 
 const FIELDS = [
   { name: 'type', label: 'Event type', type: 'select', options: [['', 'Any type'], ...TYPES.map((t) => [t, t.replace(/_/g, ' ')])] },

@@ -105,7 +105,6 @@ fn the_first_housekeeping_pass_prunes_old_finished_messages_only() -> Result<(),
     let pending = h("pending-200d", 200, End::Pending);
     let gone = [delivered_31d, failed_91d, rejected_100d];
     let kept = [delivered_29d, delivered_today, failed_60d, rejected_89d, pending];
-    drop(h);
     assert!(gone.iter().all(|&id| attempts_of(&conn, id) > 0));
     drop(conn);
     drop(storage);

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ use crate::auth::{Guard, PasswordHasherPool};
 use crate::config::Config;
 use crate::delivery::{DeliveryHandle, DeliveryService};
 use crate::http::router::Router;
+use crate::http::tls::{TlsMaterial, TlsSlot};
 use crate::metrics::Metrics;
 use crate::storage::ingest::IngestWriter;
 use crate::storage::{DataDirLock, Storage, StorageError};
@@ -39,6 +40,9 @@ pub enum AppError {
     /// The first admin cannot be created.
     #[error("bootstrap admin: {0}")]
     Bootstrap(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS (server.tls_cert / server.tls_key): {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -75,6 +79,13 @@ pub struct AppState {
     pub started: Instant,
     /// Free disk is under `storage.min_free_bytes` (kept by housekeeping).
     pub disk_low: AtomicBool,
+    /// Bytes the database uses: file + WAL, less free pages (kept by
+    /// housekeeping).
+    pub db_used_bytes: AtomicU64,
+    /// `db_used_bytes` is over a non-zero `storage.max_db_bytes`.
+    pub db_full: AtomicBool,
+    /// The certificate served when TLS is on (`None`: plain HTTP).
+    pub tls: Option<TlsSlot>,
     /// Messages `pending` or `delivering` (approximate; kept by housekeeping
     /// and ingest).
     pub open_messages: AtomicI64,
@@ -99,6 +110,7 @@ struct Prepared {
     tokens: AccessTokens,
     directory: Directory,
     open_messages: i64,
+    db_used_bytes: u64,
 }
 
 fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError> {
@@ -121,13 +133,14 @@ fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError>
     let default_rate = (a.api_key_rate_per_sec > 0.0).then_some((a.api_key_rate_per_sec, a.api_key_burst));
     let directory = Directory::load(&conn, default_rate)?;
     let open_messages = crate::storage::messages::count_open(&conn)?;
+    let db_used_bytes = storage.db_used_bytes(&conn)?;
     let workers = DeliveryService::start(&storage, config, metrics)?;
     let wake = workers.handle();
     let same_content = |a: &[u8], b: &[u8]| {
         a == b || crate::domain::message::content_hash(a) == crate::domain::message::content_hash(b)
     };
     let (ingest, _writer_thread) = IngestWriter::start(&storage, same_content, move |_| wake.wake())?;
-    Ok(Prepared { lock, storage, workers, ingest, tokens, directory, open_messages })
+    Ok(Prepared { lock, storage, workers, ingest, tokens, directory, open_messages, db_used_bytes })
 }
 
 impl App {
@@ -135,6 +148,14 @@ impl App {
     /// another server holds the data directory or the database is newer than
     /// this binary.
     pub async fn build(config: Config) -> Result<Self, AppError> {
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                let material = TlsMaterial::load(cert, key)?;
+                tracing::info!(cert = %cert.display(), fingerprint = material.fingerprint(), "TLS on");
+                Some(TlsSlot::new(material))
+            }
+            _ => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let (for_workers, cfg) = (metrics.clone(), config.clone());
         let p = tokio::task::spawn_blocking(move || prepare(&cfg, for_workers))
@@ -165,11 +186,15 @@ impl App {
             router: Router::new(crate::api::ROUTES),
             started: Instant::now(),
             disk_low: AtomicBool::new(false),
+            db_used_bytes: AtomicU64::new(p.db_used_bytes),
+            db_full: AtomicBool::new(false),
+            tls,
             open_messages: AtomicI64::new(p.open_messages),
             stopping: AtomicBool::new(false),
             config,
         });
         crate::housekeeping::update_disk_floor(&state);
+        crate::housekeeping::update_db_cap(&state, p.db_used_bytes);
         let housekeeping = crate::housekeeping::start(state.clone(), housekeeping_conn)
             .map_err(|source| AppError::Bind { addr, source })?;
         Ok(Self { listener, state, workers: p.workers, housekeeping, _lock: p.lock })
@@ -195,7 +220,10 @@ impl App {
     /// database file stands alone.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
         let Self { listener, state, workers, housekeeping, _lock } = self;
-        tracing::info!(addr = %listener.local_addr().map_err(|source| AppError::Bind { addr: state.config.server.listen, source })?, "listening");
+        let addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr: state.config.server.listen, source })?;
+        tracing::info!(addr = %addr, tls = state.tls.is_some(), "listening");
         let (stop_poller, poller) = start_inbox_poller(&state);
         crate::http::server::serve(listener, state.clone(), shutdown).await;
         // An import in progress finishes (its files are committed and moved)

@@ -48,6 +48,10 @@ pub enum EventType {
     DeliveryPaused,
     /// Delivery was resumed.
     DeliveryResumed,
+    /// A reload (SIGHUP) applied new secrets or TLS certificates.
+    ConfigReloaded,
+    /// A reload failed; the previous values stay in force.
+    ConfigReloadFailed,
 }
 
 impl EventType {
@@ -70,6 +74,8 @@ impl EventType {
             Self::BackupRestored => "backup_restored",
             Self::DeliveryPaused => "delivery_paused",
             Self::DeliveryResumed => "delivery_resumed",
+            Self::ConfigReloaded => "config_reloaded",
+            Self::ConfigReloadFailed => "config_reload_failed",
         }
     }
 }

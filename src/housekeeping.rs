@@ -2,7 +2,8 @@
 //! and the disk, and prunes what has expired. Every 500 ms it reloads the
 //! identity directory if the database changed (so CLI edits reach a running
 //! server within a second); every second it re-reads free disk space (the
-//! ingest floor) and checkpoints the WAL passively; every 5 s it refreshes the open-message count and writes
+//! ingest floor) and the database's size (`storage.max_db_bytes`) and
+//! checkpoints the WAL passively; every 5 s it refreshes the open-message count and writes
 //! API-key last-use times; every 10 minutes it purges expired sessions,
 //! applies audit and message retention.
 
@@ -36,6 +37,10 @@ fn run(state: &AppState, mut conn: Connection) {
         if last_second.elapsed() >= Duration::from_secs(1) {
             last_second = Instant::now();
             update_disk_floor(state);
+            match state.storage.db_used_bytes(&conn) {
+                Ok(used) => update_db_cap(state, used),
+                Err(e) => tracing::warn!(error = %e, "database size cannot be read"),
+            }
             // The ingest writer does not checkpoint; a passive checkpoint
             // here copies committed pages without blocking writers.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -68,6 +73,25 @@ fn run(state: &AppState, mut conn: Connection) {
 pub fn update_disk_floor(state: &AppState) {
     let low = state.storage.free_disk_bytes().is_ok_and(|free| free < state.config.storage.min_free_bytes);
     state.disk_low.store(low, Ordering::Release);
+}
+
+/// Records the database's size and whether it is over `storage.max_db_bytes`
+/// (0: no cap), the flag ingest checks.
+pub fn update_db_cap(state: &AppState, used_bytes: u64) {
+    state.db_used_bytes.store(used_bytes, Ordering::Release);
+    let cap = state.config.storage.max_db_bytes;
+    let full = cap > 0 && used_bytes >= cap;
+    if full != state.db_full.swap(full, Ordering::AcqRel) {
+        if full {
+            tracing::warn!(
+                used_bytes,
+                max_db_bytes = cap,
+                "database over storage.max_db_bytes: ingest refused"
+            );
+        } else {
+            tracing::info!(used_bytes, max_db_bytes = cap, "database under storage.max_db_bytes again");
+        }
+    }
 }
 
 fn flush(state: &AppState, conn: &mut Connection) -> Result<(), StorageError> {

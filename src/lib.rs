@@ -21,6 +21,8 @@ pub mod inbox;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod reload;
 pub mod simulator;
 pub mod storage;
+pub mod systemd_notify;
 pub mod users;

@@ -1,9 +1,12 @@
 //! Open operational endpoints: liveness, readiness, version, metrics and the
 //! OpenAPI document. No key, no token.
 
+use std::sync::atomic::Ordering;
+
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
+use crate::app::AppState;
 use crate::http::response::{self, Response};
 use crate::http::{ApiError, RequestContext};
 use crate::metrics::Gauge;
@@ -56,9 +59,17 @@ pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
 }
 
 /// `GET /readyz`: `200` when the database takes writes, migrations are
-/// current and free disk is above the floor; otherwise `503` naming why.
+/// current, free disk is above the floor and the database under its cap;
+/// otherwise `503` naming why.
 pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
-    let state = &ctx.state;
+    let (ok, body) = readiness(&ctx.state).await;
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(response::json(status, &body))
+}
+
+/// The readiness checks behind `/readyz` (also what `serve` waits for before
+/// telling systemd it is ready): whether all pass, and the answer's body.
+pub async fn readiness(state: &AppState) -> (bool, Value) {
     let (database, migrations) = state
         .storage
         .run(|conn| {
@@ -85,13 +96,7 @@ pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
             let fail = json!({"status": "fail", "reason": "the database is unavailable"});
             (fail.clone(), fail)
         });
-    let floor = state.config.storage.min_free_bytes;
-    let storage = match state.storage.free_disk_bytes() {
-        Ok(free) if free >= floor => json!({"status": "ok", "free_bytes": free, "min_free_bytes": floor}),
-        Ok(free) => json!({"status": "fail", "free_bytes": free, "min_free_bytes": floor,
-                           "reason": "free disk is below storage.min_free_bytes"}),
-        Err(_) => json!({"status": "fail", "reason": "free disk space cannot be read"}),
-    };
+    let storage = storage_check(state);
     let workers = state.delivery.status();
     let delivery = if state.delivery.healthy() {
         json!({"status": "ok", "state": workers.state, "workers": workers.workers})
@@ -102,7 +107,32 @@ pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
     let checks =
         json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});
     let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
-    let body: Value = json!({"status": if ok { "ok" } else { "fail" }, "checks": checks});
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    Ok(response::json(status, &body))
+    (ok, json!({"status": if ok { "ok" } else { "fail" }, "checks": checks}))
+}
+
+/// Free disk against `storage.min_free_bytes` and the database's size
+/// against `storage.max_db_bytes` (0: no cap).
+fn storage_check(state: &AppState) -> Value {
+    let floor = state.config.storage.min_free_bytes;
+    let cap = state.config.storage.max_db_bytes;
+    let db_bytes = state.db_used_bytes.load(Ordering::Acquire);
+    let mut check = json!({"min_free_bytes": floor, "db_bytes": db_bytes, "max_db_bytes": cap});
+    let mut reasons = Vec::new();
+    match state.storage.free_disk_bytes() {
+        Ok(free) => {
+            check["free_bytes"] = json!(free);
+            if free < floor {
+                reasons.push("free disk is below storage.min_free_bytes");
+            }
+        }
+        Err(_) => reasons.push("free disk space cannot be read"),
+    }
+    if state.db_full.load(Ordering::Acquire) {
+        reasons.push("the database has reached storage.max_db_bytes");
+    }
+    check["status"] = json!(if reasons.is_empty() { "ok" } else { "fail" });
+    if !reasons.is_empty() {
+        check["reason"] = json!(reasons.join("; "));
+    }
+    check
 }

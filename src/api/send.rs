@@ -43,7 +43,7 @@ fn ingest_error(e: IngestError) -> ApiError {
     }
 }
 
-/// Refuses ingest when the disk floor or the pending cap is reached.
+/// Refuses ingest when the disk floor, the database cap or the pending cap is reached.
 fn check_capacity(ctx: &RequestContext) -> Result<(), ApiError> {
     let state = &ctx.state;
     if state.disk_low.load(Ordering::Acquire) {
@@ -51,6 +51,13 @@ fn check_capacity(ctx: &RequestContext) -> Result<(), ApiError> {
             StatusCode::INSUFFICIENT_STORAGE,
             "InsufficientStorage",
             "free disk space is below storage.min_free_bytes; nothing was stored",
+        ));
+    }
+    if state.db_full.load(Ordering::Acquire) {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            "the database has reached storage.max_db_bytes; nothing was stored",
         ));
     }
     let open = u64::try_from(state.open_messages.load(Ordering::Acquire)).unwrap_or(0);

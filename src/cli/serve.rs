@@ -1,9 +1,22 @@
-//! `energyload serve`: runs the appliance until SIGTERM or SIGINT.
+//! `energyload serve`: runs the appliance until SIGTERM or SIGINT, reloads
+//! secrets and TLS certificates on SIGHUP, and keeps systemd informed
+//! (`READY=1` once `/readyz` passes, `RELOADING=1` … `READY=1` around a
+//! reload, `STOPPING=1` at shutdown) when `NOTIFY_SOCKET` is set.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::app::App;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::app::{App, AppState};
 use crate::config::LoadedConfig;
+use crate::systemd_notify::Notifier;
+
+/// How often readiness is checked again while start-up waits for it.
+const READINESS_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the server; exit 0 after a clean shutdown.
 pub fn run(loaded: LoadedConfig) -> ExitCode {
@@ -19,23 +32,92 @@ pub fn run(loaded: LoadedConfig) -> ExitCode {
         tracing::info!(config = %file.display(), "configuration loaded");
     }
     runtime.block_on(async move {
+        let notifier = Notifier::from_env();
+        // Installed before start-up, so an early SIGHUP waits instead of
+        // ending the process (its default action).
+        let hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => return super::fail(format!("cannot handle SIGHUP: {e}")),
+        };
+        notifier.status("starting");
         let app = match App::build(loaded.config).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
+                notifier.status(&format!("cannot start: {e}"));
                 return super::fail(e);
             }
         };
-        match app.run_until_stopped(shutdown_signal()).await {
+        let lifecycle =
+            tokio::spawn(lifecycle(app.state(), app.local_addr(), loaded.file, notifier.clone(), hangups));
+        let stop_lifecycle = lifecycle.abort_handle();
+        let shutdown = async move {
+            shutdown_signal().await;
+            stop_lifecycle.abort();
+            notifier.stopping("stopping: finishing in-flight requests");
+        };
+        match app.run_until_stopped(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => super::fail(e),
         }
     })
 }
 
+/// Tells systemd once the server is ready, then reloads on every SIGHUP
+/// (one at a time) and says so before and after.
+async fn lifecycle(
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    file: Option<PathBuf>,
+    notifier: Notifier,
+    mut hangups: Signal,
+) {
+    wait_until_ready(&state, addr, &notifier).await;
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading secrets and TLS certificates");
+        notifier.reloading("reloading secrets and TLS certificates");
+        let status = match crate::reload::reload_and_audit(state.clone(), file.clone()).await {
+            Ok(_) => format!("serving on {addr}; configuration reloaded"),
+            Err(e) => format!("serving on {addr}; the last reload failed: {e}"),
+        };
+        notifier.ready(&status);
+    }
+}
+
+/// Waits until the readiness checks pass, then sends `READY=1`. Until then
+/// the status line says what is missing.
+async fn wait_until_ready(state: &AppState, addr: SocketAddr, notifier: &Notifier) {
+    let mut last_reason = String::new();
+    loop {
+        let (ready, body) = crate::api::readiness(state).await;
+        if ready {
+            notifier.ready(&format!("serving on {addr}"));
+            tracing::info!("ready");
+            return;
+        }
+        let reason = failing_checks(&body);
+        if reason != last_reason {
+            tracing::warn!(reason = %reason, "not ready yet");
+            notifier.status(&format!("not ready: {reason}"));
+            last_reason = reason;
+        }
+        tokio::time::sleep(READINESS_RETRY).await;
+    }
+}
+
+/// `check: reason` for every failing readiness check.
+fn failing_checks(body: &serde_json::Value) -> String {
+    let Some(checks) = body["checks"].as_object() else { return "unknown".into() };
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|(_, c)| c["status"] != "ok")
+        .map(|(name, c)| format!("{name}: {}", c["reason"].as_str().unwrap_or("failing")))
+        .collect();
+    failing.join("; ")
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {

@@ -298,6 +298,22 @@ mod tests {
     }
 
     #[test]
+    fn tls_certificate_and_key_come_together() {
+        let e = load(None, env(&[("ENERGYLOAD_SERVER_TLS_CERT", "/etc/tls/cert.pem")])).unwrap_err();
+        assert_eq!(e.key, "server.tls_key");
+        let e = load(None, env(&[("ENERGYLOAD_SERVER_TLS_KEY", "/etc/tls/key.pem")])).unwrap_err();
+        assert_eq!(e.key, "server.tls_cert");
+        let both = env(&[
+            ("ENERGYLOAD_SERVER_TLS_CERT", "/etc/tls/cert.pem"),
+            ("ENERGYLOAD_SERVER_TLS_KEY", "/etc/tls/key.pem"),
+            ("ENERGYLOAD_STORAGE_MAX_DB_BYTES", "1000000"),
+        ]);
+        let c = load(None, both).unwrap().config;
+        assert_eq!(c.server.tls_key.as_deref(), Some(Path::new("/etc/tls/key.pem")));
+        assert_eq!(c.storage.max_db_bytes, 1_000_000);
+    }
+
+    #[test]
     fn semantic_checks_name_the_key() {
         let vars = env(&[("ENERGYLOAD_DELIVERY_BACKOFF_MAX", "10ms")]);
         let e = load(None, vars).unwrap_err();

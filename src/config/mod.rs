@@ -78,6 +78,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest request head (request line + headers).
     pub max_header_bytes: usize,
+    /// PEM certificate chain for TLS on the listener (with `tls_key`); unset
+    /// means plain HTTP. Re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +96,8 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -119,6 +126,9 @@ pub struct StorageConfig {
     pub busy_timeout: Duration,
     /// Pooled read/write connections for request handlers.
     pub pool_size: u32,
+    /// Cap on the database's size (file + WAL, less free pages); over it
+    /// readiness fails and ingest answers `507`. 0 means no cap.
+    pub max_db_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -129,6 +139,7 @@ impl Default for StorageConfig {
             min_free_bytes: 1024 * 1024 * 1024,
             busy_timeout: Duration::from_secs(5),
             pool_size: 8,
+            max_db_bytes: 0,
         }
     }
 }
@@ -351,6 +362,16 @@ impl Config {
         check(s.max_header_bytes >= 8192, "server.max_header_bytes", "must be at least 8192")?;
         check(!s.request_timeout.is_zero(), "server.request_timeout", "must be above 0s")?;
         check(!s.header_read_timeout.is_zero(), "server.header_read_timeout", "must be above 0s")?;
+        check(
+            s.tls_cert.is_some() || s.tls_key.is_none(),
+            "server.tls_cert",
+            "must be set when server.tls_key is",
+        )?;
+        check(
+            s.tls_key.is_some() || s.tls_cert.is_none(),
+            "server.tls_key",
+            "must be set when server.tls_cert is",
+        )?;
         let st = &self.storage;
         check(st.pool_size >= 1, "storage.pool_size", "must be at least 1")?;
         check(!st.data_dir.as_os_str().is_empty(), "storage.data_dir", "must not be empty")?;

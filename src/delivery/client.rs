@@ -1,10 +1,11 @@
 //! The eSight client: one shared `ureq::Agent` (keep-alive, timeouts), the
 //! access token cache, and the three calls the appliance makes — token,
 //! catalog (sites + meters) and consumption. Blocking: used only from the
-//! delivery worker threads, never from the async executor.
+//! delivery worker threads, never from the async executor. The Basic-auth
+//! credentials can be swapped while workers run (SIGHUP reload).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -23,26 +24,51 @@ pub struct Endpoints {
     sites_url: String,
     meters_url: String,
     consumption_url: String,
-    token_auth: String,
-    post_auth: String,
+    credentials: Credentials,
 }
 
 impl Endpoints {
     /// `None` while any URL or credential is missing from `[esight]`.
+    pub fn from_config(c: &EsightConfig) -> Option<Self> {
+        Some(Self {
+            token_url: c.token_url.clone()?,
+            sites_url: c.sites_url.clone()?,
+            meters_url: c.meters_url.clone()?,
+            consumption_url: c.consumption_url.clone()?,
+            credentials: Credentials::from_config(c)?,
+        })
+    }
+}
+
+/// The two HTTP Basic credentials, as ready-made `Authorization` values.
+/// Replaced as a whole when a reload brings new secrets; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    token_auth: String,
+    post_auth: String,
+}
+
+impl Credentials {
+    /// `None` while any of the four credentials is missing from `[esight]`.
     pub fn from_config(c: &EsightConfig) -> Option<Self> {
         let basic = |u: &Option<Secret>, p: &Option<Secret>| {
             let raw = format!("{}:{}", u.as_ref()?.expose(), p.as_ref()?.expose());
             Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
         };
         Some(Self {
-            token_url: c.token_url.clone()?,
-            sites_url: c.sites_url.clone()?,
-            meters_url: c.meters_url.clone()?,
-            consumption_url: c.consumption_url.clone()?,
             token_auth: basic(&c.username, &c.password)?,
             post_auth: basic(&c.post_username, &c.post_password)?,
         })
     }
+}
+
+/// Which credentials a swap changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialChange {
+    /// `esight.username` / `esight.password` (the token fetch).
+    pub token: bool,
+    /// `esight.post_username` / `esight.post_password` (the consumption POST).
+    pub post: bool,
 }
 
 /// Why a call to eSight did not succeed.
@@ -100,6 +126,9 @@ pub struct CatalogCodes {
 pub struct EsightClient {
     agent: ureq::Agent,
     endpoints: Endpoints,
+    /// Starts as `endpoints.credentials`; a reload swaps it. Each call reads
+    /// it once, so a call never mixes old and new.
+    credentials: RwLock<Arc<Credentials>>,
     token: Mutex<Option<Token>>,
     metrics: Arc<Metrics>,
 }
@@ -115,7 +144,31 @@ impl EsightClient {
             .user_agent(concat!("energyload/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Self { agent, endpoints, token: Mutex::new(None), metrics }
+        let credentials = RwLock::new(Arc::new(endpoints.credentials.clone()));
+        Self { agent, endpoints, credentials, token: Mutex::new(None), metrics }
+    }
+
+    fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses `new` from the next call on. A changed token credential also
+    /// drops the cached access token, so the next call fetches one with the
+    /// new credential (after any fetch in progress has finished).
+    pub fn set_credentials(&self, new: Credentials) -> CredentialChange {
+        let change = {
+            let mut slot = self.credentials.write().unwrap_or_else(|e| e.into_inner());
+            let change = CredentialChange {
+                token: slot.token_auth != new.token_auth,
+                post: slot.post_auth != new.post_auth,
+            };
+            *slot = Arc::new(new);
+            change
+        };
+        if change.token {
+            self.forget_token();
+        }
+        change
     }
 
     fn timed<T>(&self, endpoint: &'static str, f: impl FnOnce() -> T) -> T {
@@ -133,11 +186,12 @@ impl EsightClient {
         {
             return Ok(t.value.clone());
         }
+        let credentials = self.credentials();
         let answer: TokenAnswer = self.timed("token", || {
             let resp = self
                 .agent
                 .get(&self.endpoints.token_url)
-                .header("Authorization", &self.endpoints.token_auth)
+                .header("Authorization", &credentials.token_auth)
                 .call();
             read_json(resp)
         })?;
@@ -184,11 +238,12 @@ impl EsightClient {
 
     /// POSTs one message; `Ok(status)` for 2xx.
     pub fn post_consumption(&self, body: &[u8], idempotency_key: &str) -> Result<u16, CallError> {
+        let credentials = self.credentials();
         self.timed("consumption", || {
             let resp = self
                 .agent
                 .post(&self.endpoints.consumption_url)
-                .header("Authorization", &self.endpoints.post_auth)
+                .header("Authorization", &credentials.post_auth)
                 .header("Idempotency-Key", idempotency_key)
                 .content_type("application/json")
                 .send(body);

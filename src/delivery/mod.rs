@@ -25,7 +25,7 @@ use crate::storage::delivery as store;
 use crate::storage::{Storage, StorageError};
 
 pub use backoff::{CircuitBreaker, Permit, retry_delay};
-pub use client::{CallError, Endpoints, EsightClient};
+pub use client::{CallError, CredentialChange, Credentials, Endpoints, EsightClient};
 
 /// The parts that talk to eSight; absent until `[esight]` is complete.
 struct Engine {
@@ -234,6 +234,17 @@ impl DeliveryHandle {
     pub fn set_paused(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Release);
         self.shared.wake_all();
+    }
+
+    /// Swaps the eSight credentials the workers use from their next call on;
+    /// `None` when delivery is not configured (no client to give them to).
+    pub fn set_credentials(&self, credentials: Credentials) -> Option<CredentialChange> {
+        self.shared.engine.as_ref().map(|e| e.client.set_credentials(credentials))
+    }
+
+    /// True when `[esight]` was complete at start, so workers deliver.
+    pub fn is_configured(&self) -> bool {
+        self.shared.engine.is_some()
     }
 
     /// True when every worker thread is alive.

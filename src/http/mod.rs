@@ -7,6 +7,7 @@ pub mod request;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 pub use error::ApiError;
 pub use request::RequestContext;

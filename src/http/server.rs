@@ -1,6 +1,9 @@
 //! The accept loop and per-request pipeline: connection cap, hyper HTTP/1.1
 //! with header-size and header-read-timeout limits, request ids, routing,
-//! per-request timeout, metrics, access log, and graceful shutdown.
+//! per-request timeout, metrics, access log, and graceful shutdown. With
+//! `server.tls_cert`/`tls_key` set, each connection's TLS handshake runs in
+//! its own task (bounded by `server.header_read_timeout`) before the same
+//! HTTP/1.1 service; plain connections take the path they always did.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,9 +17,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::request::{Caller, client_ip, declared_length, request_id};
@@ -56,6 +59,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        if state.tls.is_some() {
+            tokio::spawn(serve_tls(stream, peer, state, builder.clone(), graceful.watcher(), slot));
+            continue;
+        }
         let service = service_fn(move |req| {
             let state = state.clone();
             async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
@@ -74,6 +81,41 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
     }
+}
+
+/// One TLS connection: the handshake with the certificate in force now
+/// (bounded by `server.header_read_timeout`, off the accept loop), then the
+/// same HTTP/1.1 service as plain connections.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    builder: http1::Builder,
+    watcher: Watcher,
+    slot: OwnedSemaphorePermit,
+) {
+    let Some(tls) = &state.tls else { return };
+    let handshake_timeout = state.config.server.header_read_timeout.get();
+    let acceptor = tls.acceptor();
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+    });
+    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+    drop(slot);
 }
 
 /// One request, start to finish. Never fails: every error becomes an answer.

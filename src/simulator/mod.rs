@@ -161,9 +161,18 @@ pub enum SimError {
     ReporterThread(std::io::Error),
 }
 
+/// The Basic-auth passwords accepted now: `SimConfig`'s at start, replaced
+/// by [`EsightSim::set_passwords`] (a credential rotation on eSight's side).
+#[derive(Clone)]
+pub(crate) struct Passwords {
+    pub(crate) token: Secret,
+    pub(crate) post: Secret,
+}
+
 /// State shared by the accept loop, the request handlers and the handle.
 pub(crate) struct Shared {
     pub(crate) config: SimConfig,
+    pub(crate) passwords: Mutex<Passwords>,
     pub(crate) faults: FaultsHandle,
     pub(crate) catalog: Mutex<Catalog>,
     pub(crate) records: Arc<Mutex<Records>>,
@@ -174,6 +183,11 @@ impl Shared {
     /// The records, even if a thread panicked while holding them.
     pub(crate) fn records(&self) -> MutexGuard<'_, Records> {
         lock(&self.records)
+    }
+
+    /// The passwords accepted now.
+    pub(crate) fn passwords(&self) -> Passwords {
+        lock(&self.passwords).clone()
     }
 
     /// The catalog currently served.
@@ -223,6 +237,7 @@ impl EsightSim {
         let shared = Arc::new(Shared {
             faults: FaultsHandle::new(cfg.faults.clone(), cfg.appliance.is_some()),
             catalog: Mutex::new(cfg.catalog.clone()),
+            passwords: Mutex::new(Passwords { token: cfg.password.clone(), post: cfg.post_password.clone() }),
             config: cfg,
             records,
             reporter,
@@ -297,6 +312,12 @@ impl EsightSim {
     /// Makes every issued access token invalid at once, as if it expired.
     pub fn expire_tokens(&self) {
         self.shared.records().expire_tokens();
+    }
+
+    /// Accepts only these passwords (token, consumption) from now on, as
+    /// eSight does after a credential rotation; issued tokens stay valid.
+    pub fn set_passwords(&self, token: Secret, post: Secret) {
+        *lock(&self.shared.passwords) = Passwords { token, post };
     }
 
     /// Replaces the catalog served from now on.

@@ -124,7 +124,7 @@ async fn esight(shared: &Shared, endpoint: Endpoint, req: Request<Incoming>) -> 
 
 fn issue_token(shared: &Shared, headers: &HeaderMap) -> Result<Response, ApiError> {
     let cfg = &shared.config;
-    if !basic_matches(headers, &cfg.username, cfg.password.expose()) {
+    if !basic_matches(headers, &cfg.username, shared.passwords().token.expose()) {
         shared.records().count_token_refused();
         return Err(basic_refusal());
     }
@@ -145,7 +145,7 @@ struct MessageHead {
 async fn consumption(shared: &Shared, req: Request<Incoming>) -> Result<Response, ApiError> {
     let cfg = &shared.config;
     let (parts, body) = req.into_parts();
-    if !basic_matches(&parts.headers, &cfg.post_username, cfg.post_password.expose()) {
+    if !basic_matches(&parts.headers, &cfg.post_username, shared.passwords().post.expose()) {
         shared.records().count_consumption_status(401);
         return Err(basic_refusal());
     }

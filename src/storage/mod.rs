@@ -159,6 +159,16 @@ impl Storage {
             .sum()
     }
 
+    /// Bytes the database uses: [`Storage::db_size_bytes`] less the free
+    /// pages inside the file, which SQLite reuses before the file grows (so
+    /// space freed by retention counts as free again).
+    pub fn db_used_bytes(&self, conn: &Connection) -> Result<u64, StorageError> {
+        let free_pages: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let free = u64::try_from(free_pages.saturating_mul(page_size)).unwrap_or(0);
+        Ok(self.db_size_bytes().saturating_sub(free))
+    }
+
     /// Free bytes available to this process on the data directory's disk.
     pub fn free_disk_bytes(&self) -> std::io::Result<u64> {
         let st = rustix::fs::statvfs(&self.data_dir)?;

@@ -55,6 +55,29 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every event type (the audit filter lists and the OpenAPI enum are
+    /// checked against it).
+    pub const ALL: [EventType; 18] = [
+        Self::LoginSuccess,
+        Self::LoginFailure,
+        Self::Logout,
+        Self::AccessDenied,
+        Self::AccountLocked,
+        Self::AccountUnlocked,
+        Self::UserCreated,
+        Self::UserModified,
+        Self::UserDeactivated,
+        Self::ApikeyCreated,
+        Self::ApikeyRevoked,
+        Self::MessageRetried,
+        Self::BackupDownloaded,
+        Self::BackupRestored,
+        Self::DeliveryPaused,
+        Self::DeliveryResumed,
+        Self::ConfigReloaded,
+        Self::ConfigReloadFailed,
+    ];
+
     /// The stored name, as the contract spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -192,6 +215,38 @@ pub fn record_blocking(conn: &mut rusqlite::Connection, event: Event) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_holds_every_type_once() {
+        use EventType as T;
+        let mut seen = std::collections::BTreeSet::new();
+        for t in T::ALL {
+            // Exhaustive: a new variant does not compile here until it is
+            // added to this match and, so that the count holds, to `ALL`.
+            let index = match t {
+                T::LoginSuccess => 0,
+                T::LoginFailure => 1,
+                T::Logout => 2,
+                T::AccessDenied => 3,
+                T::AccountLocked => 4,
+                T::AccountUnlocked => 5,
+                T::UserCreated => 6,
+                T::UserModified => 7,
+                T::UserDeactivated => 8,
+                T::ApikeyCreated => 9,
+                T::ApikeyRevoked => 10,
+                T::MessageRetried => 11,
+                T::BackupDownloaded => 12,
+                T::BackupRestored => 13,
+                T::DeliveryPaused => 14,
+                T::DeliveryResumed => 15,
+                T::ConfigReloaded => 16,
+                T::ConfigReloadFailed => 17,
+            };
+            assert!(seen.insert(index), "{} twice in ALL", t.as_str());
+        }
+        assert_eq!(seen.len(), T::ALL.len());
+    }
 
     #[test]
     fn user_text_cannot_forge_lines_or_grow_unbounded() {

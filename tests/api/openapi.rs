@@ -40,3 +40,28 @@ fn every_documented_reference_resolves() {
         assert!(doc.pointer(pointer).is_some(), "dangling $ref {target}");
     }
 }
+
+#[test]
+fn audit_event_types_are_documented_and_offered_by_the_admin_page() {
+    let doc: serde_json::Value = serde_json::from_str(energyload::api::OPENAPI_JSON).unwrap();
+    let mut documented = BTreeSet::new();
+    let text = doc.to_string();
+    // The enum of the audit event's `type` property.
+    for schema in text.split("\"enum\":[").skip(1) {
+        let list: Vec<&str> =
+            schema.split(']').next().unwrap().split(',').map(|s| s.trim_matches('"')).collect();
+        if list.contains(&"login_success") {
+            documented.extend(list.into_iter().map(String::from));
+        }
+    }
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin/js/pages/audit.js"))
+            .unwrap();
+    let offered = page.split("const TYPES = [").nth(1).unwrap().split("];").next().unwrap();
+    let all: BTreeSet<String> =
+        energyload::audit::EventType::ALL.iter().map(|t| t.as_str().to_string()).collect();
+    assert_eq!(documented, all, "assets/openapi.json's audit event types");
+    for t in &all {
+        assert!(offered.contains(&format!("'{t}'")), "the audit page's type filter lacks {t}");
+    }
+}

@@ -30,7 +30,7 @@ const MAX_GROUP_ITEMS: usize = 8192;
 /// Queued requests at most before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 1024;
 /// WAL size (in pages) above which the writer checkpoints after a group.
-const CHECKPOINT_AFTER_PAGES: c_int = 1000;
+const CHECKPOINT_AFTER_PAGES: c_int = 2000;
 
 thread_local! {
     /// Pages in the WAL after the writer's last commit (set by the WAL hook,

@@ -31,6 +31,12 @@ pub struct ClaimedMessage {
 
 /// Claims up to `limit` due `pending` messages: they become `delivering`
 /// with `lease_until`, oldest due first.
+///
+/// The delivery queries name their partial index (`INDEXED BY`): left to
+/// itself the planner picks `messages_by_status` and sorts every pending
+/// message on each claim (measured: 370 µs of worker CPU per delivered
+/// message with 40,000 pending). `INDEXED BY` also turns a plan without the
+/// index into an error instead of a silent scan.
 pub fn claim_due(
     conn: &Connection,
     now: i64,
@@ -39,7 +45,7 @@ pub fn claim_due(
 ) -> Result<Vec<ClaimedMessage>, StorageError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE messages SET status = 'delivering', lease_until = ?2, updated_at = ?1
-         WHERE id IN (SELECT id FROM messages
+         WHERE id IN (SELECT id FROM messages INDEXED BY messages_due
                       WHERE status = 'pending' AND next_attempt_at <= ?1
                       ORDER BY next_attempt_at, id LIMIT ?3)
          RETURNING id, message_id, body, attempts, cycle_started, meter_id, site_id, local_market",
@@ -164,7 +170,8 @@ pub fn record(conn: &mut Connection, now: i64, batch: &[AttemptRecord]) -> Resul
 /// many were released.
 pub fn release_leases(conn: &Connection, before: i64, now: i64) -> Result<usize, StorageError> {
     Ok(conn.execute(
-        "UPDATE messages SET status = 'pending', lease_until = NULL, next_attempt_at = ?2, updated_at = ?2
+        "UPDATE messages INDEXED BY messages_leased
+         SET status = 'pending', lease_until = NULL, next_attempt_at = ?2, updated_at = ?2
          WHERE status = 'delivering' AND lease_until < ?1",
         params![before, now],
     )?)
@@ -174,7 +181,7 @@ pub fn release_leases(conn: &Connection, before: i64, now: i64) -> Result<usize,
 pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StorageError> {
     Ok(conn
         .query_row(
-            "SELECT next_attempt_at FROM messages WHERE status = 'pending'
+            "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE status = 'pending'
              ORDER BY next_attempt_at LIMIT 1",
             [],
             |r| r.get(0),

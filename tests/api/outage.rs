@@ -57,6 +57,58 @@ fn a_ten_second_outage_delays_delivery_without_burning_attempts() {
     assert_eq!(st["esight"]["reachable"], true, "{st}");
 }
 
+/// eSight accepts connections but answers nothing for 4 s: each call ends at
+/// `esight.timeout`, the workers back off together, and once eSight answers
+/// again every message is delivered. A request eSight took but answered too
+/// late may arrive twice; it carries the same `Idempotency-Key` both times.
+#[test]
+fn a_hanging_esight_times_out_and_everything_is_delivered_after() {
+    let sim = spawn_simulator();
+    let s = app_for(&sim, |c| {
+        c.delivery.workers = 4;
+        c.esight.timeout = energyload::config::Duration::from_millis(500);
+    });
+    let warm = s.accept(&message(&unique_id("pre-hang")));
+    s.wait_status(&warm, "delivered", Duration::from_secs(30));
+
+    let outage = Outage { mode: OutageMode::Hang, starts_in_ms: 0, duration_ms: 4_000, every_ms: None };
+    sim.set_faults(Faults { outage: Some(outage), ..Faults::default() });
+    let started = Instant::now();
+    let batch: Vec<Value> = (0..20).map(|_| message(&unique_id("hang"))).collect();
+    let r = s.post(&json!(batch));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let ids: Vec<String> = r.json()["accepted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+
+    wait_until(Duration::from_secs(10), "the stats to show eSight unreachable", || {
+        s.get_json("/api/v1/service/send/stats")["esight"]["reachable"] == false
+    });
+    assert_eq!(s.app.get("/readyz").status, 200);
+    wait_until(Duration::from_secs(60), "all 21 messages delivered", || {
+        all_items(&s, "status=delivered").len() == 21
+    });
+    assert!(started.elapsed() >= Duration::from_millis(3_500), "delivered while eSight hung?");
+
+    let items = all_items(&s, "status=delivered");
+    let attempts: u64 = items.iter().map(|m| m["attempts"].as_u64().unwrap()).sum();
+    assert!(attempts < 80, "{attempts} attempts for 21 messages over a 4 s hang");
+    for id in &ids {
+        let copies = sim.received_for(id);
+        assert!(!copies.is_empty(), "eSight never received message {id}");
+        assert!(
+            copies
+                .iter()
+                .all(|m| m.message_id.as_deref().is_some_and(|mid| mid.ends_with(&format!("_{id}"))))
+        );
+    }
+    let timeouts = items.iter().filter(|m| m["attempts"].as_u64().unwrap() > 1).count();
+    assert!(timeouts > 0, "no message saw a timed-out attempt: the hang did not bite");
+}
+
 #[test]
 fn pause_holds_deliveries_across_a_restart_and_resume_sends_them() {
     let sim = spawn_simulator();

@@ -202,8 +202,13 @@ pub fn jwks(ctx: &RequestContext) -> Response {
     response::json(StatusCode::OK, &ctx.state.guard.tokens().keys().jwks())
 }
 
-fn session_cookie(token: &str, max_age: u64) -> HeaderValue {
-    let value = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}");
+/// The session cookie; `Secure` when this listener serves TLS (behind a
+/// TLS-terminating proxy the browser's scheme is not known here, and a
+/// `Secure` cookie over plain HTTP would never come back).
+fn session_cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let value =
+        format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("el_session=; Max-Age=0"))
 }
 
@@ -226,7 +231,8 @@ pub async fn admin_sign_in(ctx: RequestContext, req: Request<Incoming>) -> Resul
     }
     let body = json!({"user": user_json(&issued.user), "csrf_token": csrf_token(&issued.jti), "expires_in": issued.expires_in});
     let mut r = response::json(StatusCode::OK, &body);
-    r.headers_mut().insert(SET_COOKIE, session_cookie(&issued.token, issued.expires_in));
+    r.headers_mut()
+        .insert(SET_COOKIE, session_cookie(&issued.token, issued.expires_in, ctx.state.tls.is_some()));
     Ok(r)
 }
 
@@ -245,6 +251,22 @@ pub fn admin_session(ctx: &RequestContext) -> Result<Response, ApiError> {
 pub async fn admin_sign_out(ctx: RequestContext) -> Result<Response, ApiError> {
     revoke_own(&ctx).await?;
     let mut r = response::json(StatusCode::OK, &json!({"revoked": true}));
-    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0));
+    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0, ctx.state.tls.is_some()));
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_secure_exactly_when_the_listener_serves_tls() {
+        let plain = session_cookie("abc", 60, false);
+        let tls = session_cookie("abc", 60, true);
+        assert_eq!(plain.to_str().unwrap(), "el_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60");
+        assert_eq!(
+            tls.to_str().unwrap(),
+            "el_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60; Secure"
+        );
+    }
 }

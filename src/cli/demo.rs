@@ -46,7 +46,11 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         fresh: args.fresh,
         interval: Duration::from_millis(args.interval_ms.max(10)),
     };
-    match runtime.block_on(crate::demo::run(opts, super::serve::shutdown_signal())) {
+    let stop_requested = {
+        let _in_runtime = runtime.enter();
+        super::serve::shutdown_signal()
+    };
+    match runtime.block_on(crate::demo::run(opts, stop_requested)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::fail(e),
     }

@@ -39,6 +39,7 @@ pub fn run(loaded: LoadedConfig) -> ExitCode {
             Ok(s) => s,
             Err(e) => return super::fail(format!("cannot handle SIGHUP: {e}")),
         };
+        let stop_requested = shutdown_signal();
         notifier.status("starting");
         let app = match App::build(loaded.config).await {
             Ok(app) => app,
@@ -52,7 +53,7 @@ pub fn run(loaded: LoadedConfig) -> ExitCode {
             tokio::spawn(lifecycle(app.state(), app.local_addr(), loaded.file, notifier.clone(), hangups));
         let stop_lifecycle = lifecycle.abort_handle();
         let shutdown = async move {
-            shutdown_signal().await;
+            stop_requested.await;
             stop_lifecycle.abort();
             notifier.stopping("stopping: finishing in-flight requests");
         };
@@ -116,12 +117,18 @@ fn failing_checks(body: &serde_json::Value) -> String {
     failing.join("; ")
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// Installs the SIGTERM and SIGINT handlers at once, so that a signal
+/// arriving during start-up stops the server cleanly instead of killing it
+/// (the default action), and resolves on the first of them. Call it inside
+/// the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = (term.expect("SIGTERM handler"), int.expect("SIGINT handler"));
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -139,3 +139,31 @@ fn with_files_off_logs_go_to_stdout_only() {
     assert!(dir.path().join("data/energyload.db").is_file(), "the server ran on its data directory");
     assert!(!dir.path().join("data/logs").exists(), "no log directory with log.files = false");
 }
+
+/// `log.keep_files` is handed to the rolling appender: at start-up it keeps
+/// the newest `keep_files - 1` daily files next to the one it opens, and
+/// leaves files that are not its own alone.
+#[test]
+fn old_daily_files_beyond_keep_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("data/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // Written oldest first: the appender orders its files by creation time.
+    let old: Vec<String> = (1..=6).map(|day| format!("energyload.2026-10-{day:02}.log")).collect();
+    for name in &old {
+        std::fs::write(logs.join(name), "{}\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(logs.join("operator-notes.txt"), "keep me").unwrap();
+    // `write_config` ends with the `[log]` section: the extra line lands in it.
+    let config = write_config(dir.path(), "keep_files = 3");
+    stop(ChildServer::start(&config));
+
+    let mut names: Vec<String> =
+        std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let today = format!("energyload.{}.log", OffsetDateTime::now_utc().date());
+    let mut expected = vec![old[4].clone(), old[5].clone(), today, "operator-notes.txt".to_string()];
+    expected.sort();
+    assert_eq!(names, expected);
+}

@@ -49,3 +49,15 @@ fn sigint_exits_zero() {
     server.signal(Signal::INT);
     assert_eq!(server.wait(Duration::from_secs(20)), Some(0));
 }
+
+/// The handlers are installed before start-up: a SIGTERM the moment the
+/// server announces its address (or earlier) is a clean stop, not a kill.
+#[test]
+fn sigterm_right_after_start_still_exits_zero() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = ChildServer::start(&write_config(dir.path(), ""));
+        server.signal(Signal::TERM);
+        assert_eq!(server.wait(Duration::from_secs(20)), Some(0));
+    }
+}

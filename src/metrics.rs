@@ -76,14 +76,34 @@ pub type Labels = Vec<(&'static str, String)>;
 
 fn format_labels(labels: &Labels) -> String {
     let mut s = String::new();
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let _ = write!(s, "{k}=\"{v}\"");
-    }
+    write_labels(&mut s, labels.iter().map(|(k, v)| (*k, v.as_str())));
     s
+}
+
+/// Appends `k="v",…` with the exposition format's escapes in label values.
+fn write_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'static str, &'a str)>) {
+    for (i, (k, v)) in labels.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+}
+
+thread_local! {
+    /// Scratch space for the series key of the label set being recorded, so
+    /// recording into an existing series allocates nothing.
+    static SERIES_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// A family of series of one metric, keyed by label values.
@@ -101,12 +121,20 @@ impl<T: Default> Family<T> {
 
     /// Runs `f` on the series for `labels`, creating it on first use.
     pub fn with(&self, labels: &Labels, f: impl FnOnce(&T)) {
-        let key = format_labels(labels);
-        if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return f(series);
-        }
-        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        f(map.entry(key).or_default());
+        self.with_pairs(labels.iter().map(|(k, v)| (*k, v.as_str())), f);
+    }
+
+    /// Like [`Family::with`], for borrowed label values.
+    fn with_pairs<'a>(&self, labels: impl IntoIterator<Item = (&'static str, &'a str)>, f: impl FnOnce(&T)) {
+        SERIES_KEY.with_borrow_mut(|key| {
+            key.clear();
+            write_labels(key, labels);
+            if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(key.as_str()) {
+                return f(series);
+            }
+            let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+            f(map.entry(key.clone()).or_default());
+        });
     }
 }
 
@@ -201,9 +229,12 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one answered HTTP request.
-    pub fn record_http(&self, route: &'static str, status: u16, elapsed: Duration) {
-        self.http_requests.inc(&vec![("route", route.to_string()), ("status", status.to_string())]);
-        self.http_duration.observe(&vec![("route", route.to_string())], elapsed);
+    /// `status` is the code as text (`"202"`).
+    pub fn record_http(&self, route: &'static str, status: &str, elapsed: Duration) {
+        self.http_requests.with_pairs([("route", route), ("status", status)], |c| {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+        self.http_duration.with_pairs([("route", route)], |h| h.observe(elapsed));
     }
 
     /// The exposition text, with `gauges` computed by the caller appended.
@@ -243,9 +274,9 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_gauges() {
         let m = Metrics::default();
-        m.record_http("/health", 200, Duration::from_micros(300));
-        m.record_http("/health", 200, Duration::from_millis(20));
-        m.record_http("/health", 404, Duration::from_secs(60));
+        m.record_http("/health", "200", Duration::from_micros(300));
+        m.record_http("/health", "200", Duration::from_millis(20));
+        m.record_http("/health", "404", Duration::from_secs(60));
         let g = Gauge { name: "energyload_db_size_bytes", help: "x", series: vec![(vec![], 4096.0)] };
         let text = m.render(&[g]);
         assert!(text.contains("energyload_http_requests_total{route=\"/health\",status=\"200\"} 2\n"));
@@ -270,7 +301,7 @@ mod tests {
     #[test]
     fn observations_above_every_bound_count_only_in_inf_and_count() {
         let m = Metrics::default();
-        m.record_http("/x", 200, Duration::from_secs(60));
+        m.record_http("/x", "200", Duration::from_secs(60));
         let text = m.render(&[]);
         assert!(text.contains("energyload_http_request_duration_seconds_bucket{route=\"/x\",le=\"10\"} 0\n"));
         assert!(

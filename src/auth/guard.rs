@@ -102,7 +102,7 @@ impl Denial {
 /// The guard's state: the token verifier and its cache.
 pub struct Guard {
     tokens: RwLock<Arc<AccessTokens>>,
-    verified: RwLock<HashMap<String, Claims>>,
+    verified: RwLock<HashMap<String, Arc<Claims>>>,
     api_key_required: bool,
 }
 
@@ -146,13 +146,13 @@ impl Guard {
     /// Verifies a token, from the cache when it was verified before and has
     /// not expired. Signature, algorithm, `iss`, `aud` and `exp` are checked
     /// once per token; revocation and user status on every request.
-    fn verify(&self, token: &str, now_secs: u64) -> Option<Claims> {
+    fn verify(&self, token: &str, now_secs: u64) -> Option<Arc<Claims>> {
         if let Some(c) = self.verified.read().unwrap_or_else(|e| e.into_inner()).get(token)
             && c.exp + super::signing_keys::LEEWAY_SECS > now_secs
         {
             return Some(c.clone());
         }
-        let claims = self.tokens().verify(token).ok()?;
+        let claims = Arc::new(self.tokens().verify(token).ok()?);
         let mut cache = self.verified.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED_TOKENS {
             cache.retain(|_, c| c.exp + super::signing_keys::LEEWAY_SECS > now_secs);
@@ -160,7 +160,7 @@ impl Guard {
                 cache.clear();
             }
         }
-        cache.insert(token.to_string(), claims.clone());
+        cache.insert(token.to_string(), Arc::clone(&claims));
         Some(claims)
     }
 

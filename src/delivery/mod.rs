@@ -40,7 +40,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     paused: AtomicBool,
     stop: AtomicBool,
-    wake: Mutex<u64>,
+    wake: Mutex<WakeState>,
     woken: Condvar,
     alive: AtomicUsize,
     workers: usize,
@@ -71,22 +71,36 @@ impl Shared {
     }
 
     fn wake_generation(&self) -> u64 {
-        *self.wake.lock().unwrap_or_else(|e| e.into_inner())
+        self.wake.lock().unwrap_or_else(|e| e.into_inner()).generation
     }
 
+    /// Moves the generation on and wakes the workers that sleep. A busy worker
+    /// sees the new generation before it sleeps again, so no wake-up is lost;
+    /// with no worker asleep (under load) no system call is made.
     fn wake_all(&self) {
-        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.woken.notify_all();
+        let mut state = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        state.generation += 1;
+        if state.sleeping > 0 {
+            self.woken.notify_all();
+        }
     }
 
     /// Sleeps until woken after `seen` or `timeout`; returns the generation.
     fn wait_for_work(&self, seen: u64, timeout: Duration) -> u64 {
-        let guard = self.wake.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = self
+        let mut state = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        state.sleeping += 1;
+        let (mut state, _) = self
             .woken
-            .wait_timeout_while(guard, timeout, |g| *g == seen && !self.stopping())
+            .wait_timeout_while(state, timeout, |s| s.generation == seen && !self.stopping())
             .unwrap_or_else(|e| e.into_inner());
-        *guard
+        state.sleeping -= 1;
+        state.generation
+    }
+
+    /// Whether newly committed messages give the workers anything to do:
+    /// not while paused or without eSight endpoints.
+    fn wants_new_messages(&self) -> bool {
+        self.engine.is_some() && !self.is_paused()
     }
 
     /// How long an idle worker may sleep: until the next message is due.
@@ -105,6 +119,13 @@ impl Shared {
         let delivered = records.iter().filter(|r| r.settlement == store::Settlement::Delivered).count();
         self.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
     }
+}
+
+/// The workers' wake-up generation and how many of them sleep on it.
+#[derive(Default)]
+struct WakeState {
+    generation: u64,
+    sleeping: usize,
 }
 
 /// The worker threads.
@@ -157,7 +178,7 @@ impl DeliveryService {
             metrics,
             paused: AtomicBool::new(paused),
             stop: AtomicBool::new(false),
-            wake: Mutex::new(0),
+            wake: Mutex::new(WakeState::default()),
             woken: Condvar::new(),
             alive: AtomicUsize::new(0),
             workers: d.workers,
@@ -225,9 +246,13 @@ impl Drop for AliveGuard {
 }
 
 impl DeliveryHandle {
-    /// Wakes idle workers: new messages were committed.
+    /// Wakes idle workers: new messages were committed. Paused or without
+    /// eSight endpoints, the workers have nothing to do with them (resuming
+    /// wakes them itself).
     pub fn wake(&self) {
-        self.shared.wake_all();
+        if self.shared.wants_new_messages() {
+            self.shared.wake_all();
+        }
     }
 
     /// Pauses or resumes delivery (the caller persists the switch).

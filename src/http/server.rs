@@ -181,7 +181,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    state.metrics.record_http(route_label, status.as_u16(), elapsed);
+    state.metrics.record_http(route_label, status.as_str(), elapsed);
     span.in_scope(|| {
         tracing::info!(
             target: "energyload::access",

@@ -93,7 +93,7 @@ impl IngestWriter {
         same_content: SameContent,
         on_commit: impl Fn(usize) + Send + 'static,
     ) -> Result<(Self, JoinHandle<()>), StorageError> {
-        let conn = storage.open_connection()?;
+        let conn = storage.open_writer_connection()?;
         // Checkpoints run between groups (see `checkpoint_if_large`), never
         // inside an ingest commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;

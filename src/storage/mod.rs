@@ -15,6 +15,7 @@ pub mod messages;
 mod migrations;
 pub mod reports;
 mod restore;
+mod wal_batch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +84,27 @@ impl Storage {
     /// thread that owns its connection (the ingest writer, delivery workers).
     pub fn open_connection(&self) -> Result<Connection, StorageError> {
         let mut c = Connection::open(self.db_path())?;
+        configure_connection(&mut c, self.sync, self.busy)?;
+        Ok(c)
+    }
+
+    /// The ingest writer's connection: like [`Storage::open_connection`], and
+    /// under `synchronous=FULL` through the [`wal_batch`] VFS, which writes
+    /// each commit's WAL frames in one call. (Under `NORMAL` the VFS would
+    /// not be safe, see its module comment; the plain VFS is used then.)
+    pub fn open_writer_connection(&self) -> Result<Connection, StorageError> {
+        if self.sync != sync_pragma(Synchronous::Full) {
+            return self.open_connection();
+        }
+        if let Err(code) = wal_batch::register() {
+            tracing::warn!(code, "cannot register the WAL batching VFS; the writer uses the default VFS");
+            return self.open_connection();
+        }
+        let mut c = Connection::open_with_flags_and_vfs(
+            self.db_path(),
+            rusqlite::OpenFlags::default(),
+            wal_batch::VFS_NAME,
+        )?;
         configure_connection(&mut c, self.sync, self.busy)?;
         Ok(c)
     }

@@ -119,8 +119,10 @@ impl<T: Default> Family<T> {
         Self { name, help, series: RwLock::new(BTreeMap::new()) }
     }
 
-    /// Runs `f` on the series for `labels`, creating it on first use.
-    pub fn with(&self, labels: &Labels, f: impl FnOnce(&T)) {
+    /// Runs `f` on the series for `labels`, creating it on first use. `f`
+    /// runs while the series key buffer is borrowed, so it must not record
+    /// metrics itself (hence private: only `inc` and `observe` call it).
+    fn with(&self, labels: &Labels, f: impl FnOnce(&T)) {
         self.with_pairs(labels.iter().map(|(k, v)| (*k, v.as_str())), f);
     }
 

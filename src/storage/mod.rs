@@ -83,9 +83,7 @@ impl Storage {
     /// A dedicated connection outside the pool, with the same pragmas, for a
     /// thread that owns its connection (the ingest writer, delivery workers).
     pub fn open_connection(&self) -> Result<Connection, StorageError> {
-        let mut c = Connection::open(self.db_path())?;
-        configure_connection(&mut c, self.sync, self.busy)?;
-        Ok(c)
+        self.connect(self.sync, None)
     }
 
     /// The ingest writer's connection: like [`Storage::open_connection`], and
@@ -100,19 +98,22 @@ impl Storage {
             tracing::warn!(code, "cannot register the WAL batching VFS; the writer uses the default VFS");
             return self.open_connection();
         }
-        let mut c = Connection::open_with_flags_and_vfs(
-            self.db_path(),
-            rusqlite::OpenFlags::default(),
-            wal_batch::VFS_NAME,
-        )?;
-        configure_connection(&mut c, self.sync, self.busy)?;
-        Ok(c)
+        self.connect(self.sync, Some(wal_batch::VFS_NAME))
     }
 
     /// Like [`Storage::open_connection`] with another `synchronous` setting.
     pub fn open_connection_with(&self, sync: Synchronous) -> Result<Connection, StorageError> {
-        let mut c = Connection::open(self.db_path())?;
-        configure_connection(&mut c, sync_pragma(sync), self.busy)?;
+        self.connect(sync_pragma(sync), None)
+    }
+
+    /// Opens the database (through `vfs`, else the default VFS) and applies
+    /// the connection pragmas.
+    fn connect(&self, sync: &str, vfs: Option<&std::ffi::CStr>) -> Result<Connection, StorageError> {
+        let mut c = match vfs {
+            Some(vfs) => Connection::open_with_flags_and_vfs(self.db_path(), OpenFlags::default(), vfs)?,
+            None => Connection::open(self.db_path())?,
+        };
+        configure_connection(&mut c, sync, self.busy)?;
         Ok(c)
     }
 

@@ -7,11 +7,35 @@ use std::time::{Duration, Instant};
 use energyload::simulator::{Faults, Outage, OutageMode};
 use serde_json::{Value, json};
 
-use crate::common::esight::{app_for, spawn_simulator, wait_for, wait_until};
+use crate::common::esight::{Sim, app_for, spawn_simulator, wait_for, wait_until};
 use crate::common::session::{Session, message, unique_id};
 
 fn all_items(s: &Session, query: &str) -> Vec<Value> {
     s.list(&format!("{query}&limit=500"))["items"].as_array().unwrap().clone()
+}
+
+/// Delivers one message (so the token and catalogs are warm), starts an
+/// outage of `mode` for `duration_ms`, then posts `count` new messages as one
+/// batch, all accepted: returns when the outage started and their ids.
+fn outage_then_batch(
+    sim: &Sim,
+    s: &Session,
+    mode: OutageMode,
+    duration_ms: u64,
+    count: usize,
+) -> (Instant, Vec<String>) {
+    let warm = s.accept(&message(&unique_id("pre-outage")));
+    s.wait_status(&warm, "delivered", Duration::from_secs(30));
+
+    let outage = Outage { mode, starts_in_ms: 0, duration_ms, every_ms: None };
+    sim.set_faults(Faults { outage: Some(outage), ..Faults::default() });
+    let started = Instant::now();
+    let batch: Vec<Value> = (0..count).map(|_| message(&unique_id("outage"))).collect();
+    let r = s.post(&json!(batch));
+    assert_eq!(r.status, 202, "ingest goes on while eSight is down: {}", r.text());
+    let accepted = r.json()["accepted"].as_array().unwrap().clone();
+    assert_eq!(accepted.len(), count);
+    (started, accepted.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect())
 }
 
 fn delivery_state(s: &Session) -> Value {
@@ -22,16 +46,7 @@ fn delivery_state(s: &Session) -> Value {
 fn a_ten_second_outage_delays_delivery_without_burning_attempts() {
     let sim = spawn_simulator();
     let s = app_for(&sim, |c| c.delivery.workers = 4);
-    let warm = s.accept(&message(&unique_id("pre-outage")));
-    s.wait_status(&warm, "delivered", Duration::from_secs(30));
-
-    let outage = Outage { mode: OutageMode::Refuse, starts_in_ms: 0, duration_ms: 10_000, every_ms: None };
-    sim.set_faults(Faults { outage: Some(outage), ..Faults::default() });
-    let started = Instant::now();
-    let batch: Vec<Value> = (0..50).map(|_| message(&unique_id("outage"))).collect();
-    let r = s.post(&json!(batch));
-    assert_eq!(r.status, 202, "ingest goes on while eSight is down: {}", r.text());
-    assert_eq!(r.json()["accepted"].as_array().unwrap().len(), 50);
+    let (started, _) = outage_then_batch(&sim, &s, OutageMode::Refuse, 10_000, 50);
 
     wait_until(Duration::from_secs(10), "the stats to show eSight unreachable", || {
         let st = s.get_json("/api/v1/service/send/stats");
@@ -68,21 +83,7 @@ fn a_hanging_esight_times_out_and_everything_is_delivered_after() {
         c.delivery.workers = 4;
         c.esight.timeout = energyload::config::Duration::from_millis(500);
     });
-    let warm = s.accept(&message(&unique_id("pre-hang")));
-    s.wait_status(&warm, "delivered", Duration::from_secs(30));
-
-    let outage = Outage { mode: OutageMode::Hang, starts_in_ms: 0, duration_ms: 4_000, every_ms: None };
-    sim.set_faults(Faults { outage: Some(outage), ..Faults::default() });
-    let started = Instant::now();
-    let batch: Vec<Value> = (0..20).map(|_| message(&unique_id("hang"))).collect();
-    let r = s.post(&json!(batch));
-    assert_eq!(r.status, 202, "{}", r.text());
-    let ids: Vec<String> = r.json()["accepted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["id"].as_str().unwrap().to_string())
-        .collect();
+    let (started, ids) = outage_then_batch(&sim, &s, OutageMode::Hang, 4_000, 20);
 
     wait_until(Duration::from_secs(10), "the stats to show eSight unreachable", || {
         s.get_json("/api/v1/service/send/stats")["esight"]["reachable"] == false

@@ -81,7 +81,13 @@ const ADMINS: &[Role] = &[Role::Admin];
 const PAGE: &[Role] = &[Role::Admin, Role::Backoffice];
 
 const fn route(verb: Verb, path: &'static str, endpoint: Endpoint, access: Access) -> Route {
-    Route { verb, path, endpoint, access }
+    Route { verb, path, endpoint, access, changes_state: !matches!(verb, Verb::Get) }
+}
+
+/// A GET route that changes state (the compat import by file name): CSRF
+/// applies to it as to a POST.
+const fn changing(route: Route) -> Route {
+    Route { changes_state: true, ..route }
 }
 
 use Access::{Key, Open, Roles};
@@ -112,7 +118,7 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/api/v1/service/send/messages/{id}/retry", E::RetryMessage, Roles(SENDERS)),
     route(Get, "/api/v1/service/send/stats", E::SendStats, Roles(SENDERS)),
     route(Post, "/api/v1/service/send/sendJsons", E::SendJsons, Roles(SENDERS)),
-    route(Get, "/api/v1/service/send/sendJson/{file_name}", E::SendJson, Roles(SENDERS)),
+    changing(route(Get, "/api/v1/service/send/sendJson/{file_name}", E::SendJson, Roles(SENDERS))),
     route(Post, "/api/v1/service/receive/errorjson", E::PostErrorReport, Roles(REPORTERS)),
     route(Get, "/api/v1/service/receive/errors", E::ListErrorReports, Roles(SENDERS)),
     route(Get, "/api/v1/service/receive/errors/{id}", E::ErrorReportDetail, Roles(SENDERS)),

@@ -12,8 +12,9 @@ use serde_json::json;
 use crate::audit::{Actor, EventType, sanitize};
 use crate::auth::PasswordError;
 use crate::auth::directory::CachedUser;
-use crate::auth::guard::{SESSION_COOKIE, csrf_token};
+use crate::auth::guard::{csrf_token, session_cookie_name};
 use crate::auth::lockout::LockedBy;
+use crate::auth::tokens::TokenChannel;
 use crate::clock::{format_millis, now_millis};
 use crate::domain::user::{NewPassword, Role, UserStatus};
 use crate::http::request::{accepts_json, read_json};
@@ -54,6 +55,7 @@ async fn password_login(
     ctx: &RequestContext,
     creds: Credentials,
     user_agent: Option<String>,
+    channel: TokenChannel,
 ) -> Result<Issued, ApiError> {
     let state = &ctx.state;
     if let Err(locked) = state.lockout.check(&creds.username, ctx.client_ip) {
@@ -105,7 +107,8 @@ async fn password_login(
     }
     let tokens = state.guard.tokens();
     let now_secs = u64::try_from(now_millis() / 1000).unwrap_or(0);
-    let claims = tokens.claims_for(user.id.clone(), user.roles.clone(), now_secs);
+    let mut claims = tokens.claims_for(user.id.clone(), user.roles.clone(), now_secs);
+    claims.channel = channel;
     let token = tokens.issue(&claims).map_err(|e| {
         tracing::error!(error = %e, "cannot sign a token");
         ApiError::internal()
@@ -161,7 +164,7 @@ pub async fn login(ctx: RequestContext, req: Request<Incoming>) -> Result<Respon
     let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     let creds: Credentials = read_json(&parts.headers, body, limit).await?;
-    let issued = password_login(&ctx, creds, ua).await?;
+    let issued = password_login(&ctx, creds, ua, TokenChannel::Bearer).await?;
     Ok(if json_answer {
         response::json(
             StatusCode::OK,
@@ -202,13 +205,14 @@ pub fn jwks(ctx: &RequestContext) -> Response {
     response::json(StatusCode::OK, &ctx.state.guard.tokens().keys().jwks())
 }
 
-/// The session cookie; `Secure` when this listener serves TLS (behind a
-/// TLS-terminating proxy the browser's scheme is not known here, and a
-/// `Secure` cookie over plain HTTP would never come back).
+/// The session cookie; `Secure` and named `__Host-el_session` when
+/// `server.secure_cookies` says so for this request (TLS on this listener,
+/// or a trusted proxy reporting HTTPS), else `el_session` (a `Secure` cookie
+/// over plain HTTP would never come back).
 fn session_cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    let value =
-        format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
+    let name = session_cookie_name(secure);
+    let flag = if secure { "; Secure" } else { "" };
+    let value = format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{flag}");
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("el_session=; Max-Age=0"))
 }
 
@@ -218,7 +222,7 @@ pub async fn admin_sign_in(ctx: RequestContext, req: Request<Incoming>) -> Resul
     let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     let creds: Credentials = read_json(&parts.headers, body, limit).await?;
-    let issued = password_login(&ctx, creds, ua).await?;
+    let issued = password_login(&ctx, creds, ua, TokenChannel::AdminPage).await?;
     if !(issued.user.roles.contains(Role::Admin) || issued.user.roles.contains(Role::Backoffice)) {
         let jti = issued.jti.clone();
         ctx.state.storage.run(move |c| identity::revoke_session(c, &jti, None, now_millis())).await?;
@@ -231,8 +235,7 @@ pub async fn admin_sign_in(ctx: RequestContext, req: Request<Incoming>) -> Resul
     }
     let body = json!({"user": user_json(&issued.user), "csrf_token": csrf_token(&issued.jti), "expires_in": issued.expires_in});
     let mut r = response::json(StatusCode::OK, &body);
-    r.headers_mut()
-        .insert(SET_COOKIE, session_cookie(&issued.token, issued.expires_in, ctx.state.tls.is_some()));
+    r.headers_mut().insert(SET_COOKIE, session_cookie(&issued.token, issued.expires_in, ctx.secure_cookies));
     Ok(r)
 }
 
@@ -251,7 +254,7 @@ pub fn admin_session(ctx: &RequestContext) -> Result<Response, ApiError> {
 pub async fn admin_sign_out(ctx: RequestContext) -> Result<Response, ApiError> {
     revoke_own(&ctx).await?;
     let mut r = response::json(StatusCode::OK, &json!({"revoked": true}));
-    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0, ctx.state.tls.is_some()));
+    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0, ctx.secure_cookies));
     Ok(r)
 }
 
@@ -260,13 +263,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cookie_is_secure_exactly_when_the_listener_serves_tls() {
+    fn a_secure_cookie_carries_the_host_prefix_and_a_plain_one_does_not() {
         let plain = session_cookie("abc", 60, false);
         let tls = session_cookie("abc", 60, true);
         assert_eq!(plain.to_str().unwrap(), "el_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60");
         assert_eq!(
             tls.to_str().unwrap(),
-            "el_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60; Secure"
+            "__Host-el_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60; Secure"
         );
     }
 }

@@ -13,13 +13,15 @@ use hyper::header::{AUTHORIZATION, COOKIE, HeaderValue, WWW_AUTHENTICATE};
 
 use super::api_keys::KeyHash;
 use super::directory::Directory;
-use super::tokens::{AccessTokens, Claims};
+use super::tokens::{AccessTokens, Claims, TokenChannel};
 use crate::domain::user::{Role, UserStatus};
 use crate::http::ApiError;
 use crate::http::request::Caller;
 
-/// Name of the admin page's session cookie (it holds a token).
+/// Name of the admin page's session cookie (it holds a token) over plain HTTP.
 pub const SESSION_COOKIE: &str = "el_session";
+/// Name of the session cookie when it is `Secure`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-el_session";
 /// Verified tokens cached at most; the cache is cleared when full.
 const MAX_CACHED_TOKENS: usize = 50_000;
 
@@ -164,24 +166,34 @@ impl Guard {
         Some(claims)
     }
 
-    /// Decides whether a request with `headers` and `query` may pass `access`.
+    /// Decides whether `request` may pass `access`.
+    ///
+    /// The order of the checks is the contract's: the API key (`401`, or
+    /// `429` when its quota is used up), the token (`401`), the CSRF token of
+    /// a cookie session on a state-changing route (`403`), the role (`403`).
+    /// The key is waived only when the token that is verified came from the
+    /// admin page's session cookie and was issued for it
+    /// ([`TokenChannel::AdminPage`]); a bearer token always needs the key,
+    /// whatever cookies come with it.
     pub fn check(
         &self,
         directory: &Directory,
         access: Access,
-        headers: &HeaderMap,
-        query: Option<&str>,
-        safe_method: bool,
+        request: &GuardedRequest<'_>,
     ) -> Result<Caller, Denial> {
         if access == Access::Open {
             return Ok(Caller::default());
         }
+        let headers = request.headers;
         let now_ms = crate::clock::now_millis();
-        let session = session_token(headers);
         let mut caller = Caller::default();
-        // The admin page holds no API key; its cookie session stands in for it.
-        let key_needed = self.api_key_required && !(session.is_some() && matches!(access, Access::Roles(_)));
-        let presented = api_key(headers, query);
+        let presented_token = match access {
+            Access::Roles(_) => presented_token(headers, request.secure),
+            _ => None,
+        };
+        let from_cookie = matches!(presented_token, Some((_, TokenChannel::AdminPage)));
+        let key_needed = self.api_key_required && !from_cookie;
+        let presented = api_key(headers, request.query);
         if key_needed || presented.is_some() {
             let Some(presented) = presented else {
                 return Err(Denial::unauthorized("missing_api_key", "an API key is required", caller));
@@ -208,26 +220,25 @@ impl Guard {
             directory.note_key_use(&key.id, now_ms);
         }
         let Access::Roles(allowed) = access else { return Ok(caller) };
-        let (token, via_cookie) = match (bearer_token(headers), session) {
-            (Some(t), _) => (t, false),
-            (None, Some(t)) => (t, true),
-            (None, None) => {
-                return Err(Denial::unauthorized("missing_token", "a bearer token is required", caller));
-            }
+        let Some((token, channel)) = presented_token else {
+            return Err(Denial::unauthorized("missing_token", "a bearer token is required", caller));
         };
         let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
         let invalid = "the token is invalid, expired or revoked";
         let Some(claims) = self.verify(token, now_secs) else {
             return Err(Denial::unauthorized("invalid_token", invalid, caller));
         };
+        if claims.channel != channel {
+            return Err(Denial::unauthorized("token_channel", invalid, caller));
+        }
         if directory.is_revoked(&claims.jti) {
             return Err(Denial::unauthorized("revoked_token", invalid, caller));
         }
         let Some(user) = directory.user(&claims.sub).filter(|u| u.status == UserStatus::Active) else {
             return Err(Denial::unauthorized("inactive_user", invalid, caller));
         };
-        if via_cookie && !safe_method && !csrf_ok(headers, &claims.jti) {
-            caller.user = Some(principal(&user, &claims, via_cookie));
+        caller.user = Some(principal(&user, &claims, from_cookie));
+        if from_cookie && request.changes_state && !csrf_ok(headers, &claims.jti) {
             return Err(Denial {
                 status: StatusCode::FORBIDDEN,
                 code: "Forbidden",
@@ -237,7 +248,6 @@ impl Guard {
                 caller: Box::new(caller),
             });
         }
-        caller.user = Some(principal(&user, &claims, via_cookie));
         if !allowed.iter().any(|r| user.roles.contains(*r)) {
             return Err(Denial {
                 status: StatusCode::FORBIDDEN,
@@ -250,6 +260,33 @@ impl Guard {
         }
         Ok(caller)
     }
+}
+
+/// What the guard looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedRequest<'a> {
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+    /// The query string (for the compat `key=` parameter).
+    pub query: Option<&'a str>,
+    /// True when the route changes state (every method but GET, and the
+    /// few GET routes that import or change data): a cookie session needs
+    /// its CSRF token there.
+    pub changes_state: bool,
+    /// True when the browser reached us over HTTPS (see
+    /// [`crate::config::SecureCookies`]): only then is the `__Host-` cookie
+    /// the session cookie.
+    pub secure: bool,
+}
+
+/// The token a request presents for a role check, and the channel it came
+/// by: the bearer token when there is one (cookies are then ignored), else
+/// the admin page's session cookie.
+fn presented_token(headers: &HeaderMap, secure: bool) -> Option<(&str, TokenChannel)> {
+    if let Some(bearer) = bearer_token(headers) {
+        return Some((bearer, TokenChannel::Bearer));
+    }
+    session_token(headers, secure).map(|t| (t, TokenChannel::AdminPage))
 }
 
 fn principal(user: &super::directory::CachedUser, claims: &Claims, via_cookie: bool) -> Principal {
@@ -291,13 +328,22 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The session token from the admin page's cookie, if present.
-pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+/// The name of the session cookie: with the `__Host-` prefix when it is
+/// `Secure` (the browser then refuses it from plain HTTP, from a sub-domain
+/// and with a `Domain` or a narrower `Path`), the plain name otherwise.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure { SECURE_SESSION_COOKIE } else { SESSION_COOKIE }
+}
+
+/// The session token from the admin page's cookie, if present: only the
+/// cookie of the name in force for this request's scheme counts.
+pub fn session_token(headers: &HeaderMap, secure: bool) -> Option<&str> {
+    let name = session_cookie_name(secure);
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
         .filter(|t| !t.is_empty())
 }

@@ -84,6 +84,26 @@ pub struct Claims {
     /// The user's roles when the token was issued (informational: the guard
     /// reads the user's current roles).
     pub roles: Roles,
+    /// Where the token may be presented (claim `chn`). Tokens issued before
+    /// the claim existed are bearer tokens.
+    #[serde(default, rename = "chn")]
+    pub channel: TokenChannel,
+}
+
+/// Where a token may be presented. A token of the admin page's cookie
+/// session waives the API key (the page holds none) and so is accepted only
+/// from the `HttpOnly` cookie, with a CSRF token on every state-changing
+/// request; every other token is a bearer token and needs the API key.
+/// Keeping the two apart means a token obtained with a key and then put into
+/// a cookie does not get around the key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenChannel {
+    /// `Authorization: Bearer`, together with an API key.
+    #[default]
+    Bearer,
+    /// The admin page's session cookie only.
+    AdminPage,
 }
 
 /// Issues and verifies access tokens with a set of [`SigningKeys`].
@@ -129,6 +149,7 @@ impl AccessTokens {
             iat: now_secs,
             exp: now_secs.saturating_add(self.settings.ttl.as_secs()),
             roles,
+            channel: TokenChannel::Bearer,
         }
     }
 

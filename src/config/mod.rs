@@ -7,6 +7,7 @@
 //! combinations with an error that names the key.
 
 mod load;
+mod secure_cookies;
 mod values;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, ConfigSource, LoadedConfig, load};
+pub use secure_cookies::SecureCookies;
 pub use values::{Duration, IpNetwork, Secret, canonical as canonical_ip};
 
 /// The whole configuration, one field per `config.toml` section.
@@ -83,6 +85,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Whether the admin page's session cookie is `Secure` (and then named
+    /// `__Host-el_session`): `auto`, `true` or `false`.
+    pub secure_cookies: SecureCookies,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +103,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             tls_cert: None,
             tls_key: None,
+            secure_cookies: SecureCookies::Auto,
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct RequestContext {
     pub msisdn: Option<String>,
     /// Who is calling, once the guard has authenticated the request.
     pub caller: Caller,
+    /// True when the admin page's session cookie is `Secure` for this
+    /// request (`server.secure_cookies`, see [`cookies_secure`]).
+    pub secure_cookies: bool,
 }
 
 /// The authenticated caller of a request (empty on open endpoints).
@@ -158,6 +161,29 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNetwork]) -> Ip
     peer
 }
 
+/// Whether this request's session cookie is `Secure`: by
+/// `server.secure_cookies`, from whether this listener serves TLS and, only
+/// when the TCP peer is a trusted proxy, its `X-Forwarded-Proto` (the first
+/// value: the scheme the client used with the first proxy).
+pub fn cookies_secure(
+    mode: crate::config::SecureCookies,
+    listener_tls: bool,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNetwork],
+) -> bool {
+    let proxy_says_https = || {
+        let peer = canonical_ip(peer);
+        trusted.iter().any(|n| n.contains(peer))
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|scheme| scheme.trim().eq_ignore_ascii_case("https"))
+    };
+    mode.secure(listener_tls, mode == crate::config::SecureCookies::Auto && proxy_says_https())
+}
+
 /// True when the request says its body is JSON.
 pub fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -262,6 +288,26 @@ mod tests {
         let stranger: IpAddr = "8.8.8.8".parse().unwrap();
         assert_eq!(client_ip(proxy, &h, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+    }
+
+    #[test]
+    fn forwarded_https_is_believed_only_from_trusted_proxies_and_only_in_auto() {
+        use crate::config::SecureCookies;
+        let trusted: Vec<IpNetwork> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut https = HeaderMap::new();
+        https.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS, http"));
+        let mut http = HeaderMap::new();
+        http.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "8.8.8.8".parse().unwrap();
+        let none = HeaderMap::new();
+        assert!(cookies_secure(SecureCookies::Auto, false, proxy, &https, &trusted));
+        assert!(!cookies_secure(SecureCookies::Auto, false, stranger, &https, &trusted));
+        assert!(!cookies_secure(SecureCookies::Auto, false, proxy, &http, &trusted));
+        assert!(!cookies_secure(SecureCookies::Auto, false, proxy, &none, &trusted));
+        assert!(cookies_secure(SecureCookies::Auto, true, stranger, &none, &trusted));
+        assert!(cookies_secure(SecureCookies::Always, false, stranger, &none, &trusted));
+        assert!(!cookies_secure(SecureCookies::Never, true, proxy, &https, &trusted));
     }
 
     #[test]

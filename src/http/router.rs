@@ -47,6 +47,10 @@ pub struct Route {
     pub endpoint: Endpoint,
     /// What the caller must present.
     pub access: crate::auth::Access,
+    /// True when the route changes state: every method but GET, and GET
+    /// routes that import or change data (compat paths). A cookie session
+    /// needs its CSRF token on these.
+    pub changes_state: bool,
 }
 
 /// The result of routing a request.

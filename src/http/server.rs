@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::request::{Caller, client_ip, declared_length, request_id};
+use super::request::{Caller, client_ip, cookies_secure, declared_length, request_id};
 use super::router::RouteMatch;
 use super::{ApiError, RequestContext, Response};
 use crate::app::AppState;
@@ -139,6 +139,13 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                 .get(state.config.audit.msisdn_header.as_str())
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let secure_cookies = cookies_secure(
+                state.config.server.secure_cookies,
+                state.tls.is_some(),
+                peer.ip(),
+                req.headers(),
+                &state.config.server.trusted_proxies,
+            );
             let mut ctx = RequestContext {
                 state: state.clone(),
                 request_id: request_id.clone(),
@@ -149,14 +156,19 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                 path: req.uri().path().to_string(),
                 msisdn,
                 caller: Caller::default(),
+                secure_cookies,
             };
             let timeout = state.config.server.request_timeout.get();
             let state_for_request = state.clone();
             let fut = async move {
                 let state = state_for_request;
-                let safe = matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD);
-                let checked =
-                    state.guard.check(&state.directory, route.access, req.headers(), req.uri().query(), safe);
+                let guarded = crate::auth::guard::GuardedRequest {
+                    headers: req.headers(),
+                    query: req.uri().query(),
+                    changes_state: route.changes_state,
+                    secure: secure_cookies,
+                };
+                let checked = state.guard.check(&state.directory, route.access, &guarded);
                 match checked {
                     Ok(caller) => {
                         ctx.caller = caller;
@@ -176,9 +188,15 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         RouteMatch::NotFound => ("(unmatched)", Err(ApiError::not_found("no such path"))),
     };
     let mut response = result.unwrap_or_else(|e| e.into_response(&request_id));
+    let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        headers.insert("x-request-id", v);
     }
+    // Answers carry tokens, new API keys, backups and personal data: no
+    // cache (browser or proxy) keeps them, unless a handler chose otherwise
+    // (the admin page's static files revalidate with `no-cache`).
+    headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let status = response.status();
     let elapsed = started.elapsed();
     state.metrics.record_http(route_label, status.as_str(), elapsed);

@@ -74,7 +74,7 @@ pub struct AppState {
     /// The bounded argon2 pool.
     pub passwords: PasswordHasherPool,
     /// The router built from `api::ROUTES`.
-    pub router: Router,
+    pub router: Router<crate::api::Endpoint>,
     /// When the process started serving.
     pub started: Instant,
     /// Free disk is under `storage.min_free_bytes` (kept by housekeeping).

@@ -6,12 +6,13 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::RequestContext;
 use crate::audit::EventType;
 use crate::auth::NewApiKey;
 use crate::clock::{format_millis, now_millis, parse_rfc3339_millis};
+use crate::http::ApiError;
 use crate::http::request::read_json;
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::storage::identity::{self, ApiKeyRecord};
 
 #[derive(Deserialize)]

@@ -3,10 +3,11 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
+use super::RequestContext;
 use super::params::{Query, page};
 use crate::clock::format_millis;
+use crate::http::ApiError;
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::storage::audit::{self as store, AuditFilter, AuditRow};
 
 /// Rows in one CSV export at most.

@@ -11,12 +11,13 @@ use hyper::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
+use super::RequestContext;
 use super::params::Query;
 use crate::audit::EventType;
 use crate::clock::now_millis;
+use crate::http::ApiError;
 use crate::http::request::{parse_json, read_body};
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::storage::{delivery, messages};
 
 /// `POST /api/v1/management/delivery/pause` and `…/resume`.

@@ -1,14 +1,16 @@
 //! The route table and the handlers, one module per resource. Each route
 //! declares its access (open, API key, or key + token with roles); the guard
-//! in `http::server` enforces it before any handler runs. Handlers are thin:
+//! in `pipeline` enforces it before any handler runs. Handlers are thin:
 //! parse the request into typed values, call one domain or storage function,
 //! map the result to a response.
 
 mod apikeys;
 mod audit_log;
+mod context;
 mod manage;
 mod ops;
 mod params;
+mod pipeline;
 mod receive;
 mod send;
 mod session;
@@ -19,8 +21,13 @@ use hyper::body::Incoming;
 
 use crate::auth::Access;
 use crate::domain::user::Role;
-use crate::http::router::{Route, Verb};
-use crate::http::{ApiError, RequestContext, Response};
+use crate::http::router::Verb;
+use crate::http::{ApiError, Response};
+
+pub use context::RequestContext;
+
+/// A route of this appliance's table.
+pub type Route = crate::http::router::Route<Endpoint>;
 
 pub use ops::{OPENAPI_JSON, readiness};
 

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
+use super::RequestContext;
 use crate::app::AppState;
+use crate::http::ApiError;
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::metrics::Gauge;
 use crate::storage::Storage;
 

@@ -7,13 +7,14 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
+use super::RequestContext;
 use super::params::{Query, page};
 use super::send::report_view;
 use crate::clock::{format_millis, now_millis};
 use crate::domain::error_report::{ErrorReport, ReportCode};
+use crate::http::ApiError;
 use crate::http::request::{is_json, read_body};
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::storage::reports::{self, NewQuarantine, NewReport, ReportFilter};
 
 /// Bytes of a quarantined body kept at most.

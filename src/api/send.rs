@@ -8,12 +8,13 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
+use super::RequestContext;
 use super::params::{Query, page};
 use crate::audit::EventType;
 use crate::clock::{format_millis, now_millis};
+use crate::http::ApiError;
 use crate::http::request::{accepts_json, is_json, read_body};
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::ingest::{IngestFailure, accept};
 use crate::storage::ingest::IngestError;
 use crate::storage::messages::{self, MessageFilter, MessageRow, MessageStatus, RetryResult};

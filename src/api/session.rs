@@ -9,6 +9,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::RequestContext;
 use crate::audit::{Actor, EventType, sanitize};
 use crate::auth::PasswordError;
 use crate::auth::directory::CachedUser;
@@ -17,9 +18,9 @@ use crate::auth::lockout::LockedBy;
 use crate::auth::tokens::TokenChannel;
 use crate::clock::{format_millis, now_millis};
 use crate::domain::user::{NewPassword, Role, UserStatus};
+use crate::http::ApiError;
 use crate::http::request::{accepts_json, read_json};
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::storage::identity::{self, SessionRecord};
 
 #[derive(Deserialize)]

@@ -8,14 +8,15 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::RequestContext;
 use super::params::{Query, page};
 use crate::audit::EventType;
 use crate::auth::PasswordError;
 use crate::clock::{format_millis, now_millis};
 use crate::domain::user::{NewPassword, Roles, UserStatus, Username};
+use crate::http::ApiError;
 use crate::http::request::read_json;
 use crate::http::response::{self, Response};
-use crate::http::{ApiError, RequestContext};
 use crate::storage::identity;
 use crate::users::{self as service, UserChanges, UserError};
 

@@ -1,6 +1,8 @@
 //! The HTTP edge: hyper server, router, request/response helpers, and the one
 //! place where errors become the contract's error JSON. Nothing here knows
-//! business rules; handlers in `api/` call into the domain.
+//! business rules, routes or the application state: the server takes its
+//! route table and handler from above (`api`), and imports neither `api`
+//! nor `app`.
 
 pub mod error;
 pub mod request;
@@ -10,5 +12,4 @@ pub mod server;
 pub mod tls;
 
 pub use error::ApiError;
-pub use request::RequestContext;
 pub use response::{Body, Response};

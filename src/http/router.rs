@@ -1,11 +1,10 @@
-//! Maps a method and path to an endpoint. Built once from the route table in
-//! `api::ROUTES`; distinguishes unknown paths (`404`) from known paths with a
+//! Maps a method and path to an endpoint. Built once from a route table
+//! handed down by the caller (the appliance's is `api::ROUTES`); generic over
+//! the endpoint type, so the transport knows no handler. Distinguishes unknown paths (`404`) from known paths with a
 //! wrong method (`405` + `Allow`), before any authentication.
 
 use hyper::Method;
 use hyper::header::HeaderValue;
-
-use crate::api::Endpoint;
 
 /// An HTTP method the appliance routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +37,13 @@ impl Verb {
 
 /// One routed method and path.
 #[derive(Debug, Clone, Copy)]
-pub struct Route {
+pub struct Route<E> {
     /// The method.
     pub verb: Verb,
     /// The path pattern, `{name}` for a parameter (OpenAPI syntax).
     pub path: &'static str,
     /// What answers it.
-    pub endpoint: Endpoint,
+    pub endpoint: E,
     /// What the caller must present.
     pub access: crate::auth::Access,
     /// True when the route changes state: every method but GET, and GET
@@ -54,11 +53,11 @@ pub struct Route {
 }
 
 /// The result of routing a request.
-pub enum RouteMatch {
+pub enum RouteMatch<E> {
     /// A route answers this method and path.
     Found {
         /// The route.
-        route: Route,
+        route: Route<E>,
         /// Path parameters.
         params: Vec<(String, String)>,
     },
@@ -74,16 +73,16 @@ pub enum RouteMatch {
 }
 
 /// The router.
-pub struct Router {
+pub struct Router<E> {
     paths: matchit::Router<usize>,
-    entries: Vec<(&'static str, Vec<Route>, HeaderValue)>,
+    entries: Vec<(&'static str, Vec<Route<E>>, HeaderValue)>,
 }
 
-impl Router {
+impl<E: Copy> Router<E> {
     /// Builds the router from a route table. Panics on a malformed or
     /// conflicting pattern: the table is part of the program.
-    pub fn new(routes: &[Route]) -> Self {
-        let mut entries: Vec<(&'static str, Vec<Route>, HeaderValue)> = Vec::new();
+    pub fn new(routes: &[Route<E>]) -> Self {
+        let mut entries: Vec<(&'static str, Vec<Route<E>>, HeaderValue)> = Vec::new();
         for route in routes {
             match entries.iter_mut().find(|(p, _, _)| *p == route.path) {
                 Some((_, rs, _)) => rs.push(*route),
@@ -100,7 +99,7 @@ impl Router {
     }
 
     /// Routes a request.
-    pub fn find(&self, method: &Method, path: &str) -> RouteMatch {
+    pub fn find(&self, method: &Method, path: &str) -> RouteMatch<E> {
         let Ok(m) = self.paths.at(path) else {
             return RouteMatch::NotFound;
         };

@@ -1,36 +1,51 @@
-//! The accept loop and per-request pipeline: connection cap, hyper HTTP/1.1
-//! with header-size and header-read-timeout limits, request ids, routing,
-//! per-request timeout, metrics, access log, and graceful shutdown. With
+//! The accept loop: connection cap, hyper HTTP/1.1 with header-size and
+//! header-read-timeout limits, and graceful shutdown. With
 //! `server.tls_cert`/`tls_key` set, each connection's TLS handshake runs in
 //! its own task (bounded by `server.header_read_timeout`) before the same
 //! HTTP/1.1 service; plain connections take the path they always did.
+//!
+//! The transport knows no route and no handler: each request goes to the
+//! [`Handler`] handed in from above (the appliance's is `api::pipeline`,
+//! with the route table and the application state).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 
-use super::request::{Caller, client_ip, cookies_secure, declared_length, request_id};
-use super::router::RouteMatch;
-use super::{ApiError, RequestContext, Response};
-use crate::app::AppState;
+use super::Response;
+use super::tls::TlsSlot;
+use crate::config::ServerConfig;
+
+/// What the server calls for each request: the application above the
+/// transport.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request from `peer`. Never fails: every error becomes an
+    /// answer.
+    fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response> + Send;
+    /// The listener's limits (`[server]`).
+    fn server_config(&self) -> &ServerConfig;
+    /// The certificate slot when the listener serves TLS.
+    fn tls(&self) -> Option<&TlsSlot>;
+}
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// waits up to `server.shutdown_timeout` for in-flight requests.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
-    let server_cfg = &state.config.server;
+pub async fn serve<H: Handler>(listener: TcpListener, state: Arc<H>, shutdown: impl Future<Output = ()>) {
+    let server_cfg = state.server_config();
     let slots = Arc::new(Semaphore::new(server_cfg.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -59,13 +74,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        if state.tls.is_some() {
+        if state.tls().is_some() {
             tokio::spawn(serve_tls(stream, peer, state, builder.clone(), graceful.watcher(), slot));
             continue;
         }
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+            async move { Ok::<_, Infallible>(state.handle(peer, req).await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -76,7 +91,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         });
     }
     drop(listener);
-    let grace = state.config.server.shutdown_timeout.get();
+    let grace = state.server_config().shutdown_timeout.get();
     tracing::info!(grace = ?grace, "stopped accepting; finishing in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
@@ -86,16 +101,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
 /// One TLS connection: the handshake with the certificate in force now
 /// (bounded by `server.header_read_timeout`, off the accept loop), then the
 /// same HTTP/1.1 service as plain connections.
-async fn serve_tls(
+async fn serve_tls<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<AppState>,
+    state: Arc<H>,
     builder: http1::Builder,
     watcher: Watcher,
     slot: OwnedSemaphorePermit,
 ) {
-    let Some(tls) = &state.tls else { return };
-    let handshake_timeout = state.config.server.header_read_timeout.get();
+    let Some(tls) = state.tls() else { return };
+    let handshake_timeout = state.server_config().header_read_timeout.get();
     let acceptor = tls.acceptor();
     let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
@@ -110,155 +125,10 @@ async fn serve_tls(
     };
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+        async move { Ok::<_, Infallible>(state.handle(peer, req).await) }
     });
     if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
     drop(slot);
-}
-
-/// One request, start to finish. Never fails: every error becomes an answer.
-async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response {
-    let started = Instant::now();
-    let request_id = request_id(req.headers());
-    let client_ip = client_ip(peer.ip(), req.headers(), &state.config.server.trusted_proxies);
-    let method = req.method().clone();
-    let path_for_log = redact_query(req.uri());
-    let span = tracing::info_span!("request", id = %request_id);
-
-    let (route_label, result) = match state.router.find(req.method(), req.uri().path()) {
-        RouteMatch::Found { route, .. }
-            if declared_length(req.headers()).is_some_and(|n| n > state.config.server.max_body_bytes) =>
-        {
-            (route.path, Err(ApiError::too_large(state.config.server.max_body_bytes)))
-        }
-        RouteMatch::Found { route, params } => {
-            let msisdn = req
-                .headers()
-                .get(state.config.audit.msisdn_header.as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let secure_cookies = cookies_secure(
-                state.config.server.secure_cookies,
-                state.tls.is_some(),
-                peer.ip(),
-                req.headers(),
-                &state.config.server.trusted_proxies,
-            );
-            let mut ctx = RequestContext {
-                state: state.clone(),
-                request_id: request_id.clone(),
-                peer,
-                client_ip,
-                route: route.path,
-                params,
-                path: req.uri().path().to_string(),
-                msisdn,
-                caller: Caller::default(),
-                secure_cookies,
-            };
-            let timeout = state.config.server.request_timeout.get();
-            let state_for_request = state.clone();
-            let fut = async move {
-                let state = state_for_request;
-                let guarded = crate::auth::guard::GuardedRequest {
-                    headers: req.headers(),
-                    query: req.uri().query(),
-                    changes_state: route.changes_state,
-                    secure: secure_cookies,
-                };
-                let checked = state.guard.check(&state.directory, route.access, &guarded);
-                match checked {
-                    Ok(caller) => {
-                        ctx.caller = caller;
-                        crate::api::dispatch(route.endpoint, ctx, req).await
-                    }
-                    Err(denial) => Err(deny(&mut ctx, denial).await),
-                }
-            }
-            .instrument(span.clone());
-            let result = match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(ApiError::unavailable("the request took too long and was abandoned", 1)),
-            };
-            (route.path, result)
-        }
-        RouteMatch::MethodNotAllowed { path, allow } => (path, Err(ApiError::method_not_allowed(allow))),
-        RouteMatch::NotFound => ("(unmatched)", Err(ApiError::not_found("no such path"))),
-    };
-    let mut response = result.unwrap_or_else(|e| e.into_response(&request_id));
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", v);
-    }
-    // Answers carry tokens, new API keys, backups and personal data: no
-    // cache (browser or proxy) keeps them, unless a handler chose otherwise
-    // (the admin page's static files revalidate with `no-cache`).
-    headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    let status = response.status();
-    let elapsed = started.elapsed();
-    state.metrics.record_http(route_label, status.as_str(), elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            target: "energyload::access",
-            method = %method,
-            path = %path_for_log,
-            route = route_label,
-            status = status.as_u16(),
-            latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            client = %client_ip,
-        );
-    });
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(request_id = %request_id, "answered 500");
-    }
-    response
-}
-
-/// Audits a refusal (`access_denied`) and turns it into its answer. Rate-limit
-/// refusals are counted in metrics instead, so a flood cannot flood the log.
-async fn deny(ctx: &mut RequestContext, denial: crate::auth::guard::Denial) -> ApiError {
-    ctx.caller = (*denial.caller).clone();
-    if denial.is_rate_limit() {
-        ctx.state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return denial.into_error();
-    }
-    let event = ctx
-        .event(crate::audit::EventType::AccessDenied)
-        .with("reason", denial.reason)
-        .with("status", denial.status.as_u16());
-    match ctx.audit(event).await {
-        Ok(()) => denial.into_error(),
-        Err(e) => e,
-    }
-}
-
-/// The path and query for the access log, with the `key` query parameter
-/// (an API key) replaced by `<redacted>`.
-fn redact_query(uri: &hyper::Uri) -> String {
-    let path = uri.path();
-    let Some(query) = uri.query() else { return path.to_string() };
-    let redacted: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("key") => format!("{k}=<redacted>"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", redacted.join("&"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_keys_in_query_strings_are_redacted() {
-        let uri: hyper::Uri = "/user?key=abc123&x=1".parse().unwrap();
-        assert_eq!(redact_query(&uri), "/user?key=<redacted>&x=1");
-        let uri: hyper::Uri = "/health".parse().unwrap();
-        assert_eq!(redact_query(&uri), "/health");
-    }
 }

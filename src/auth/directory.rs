@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -63,7 +64,14 @@ pub struct Directory {
     generation: AtomicI64,
     default_rate: DefaultRate,
     key_uses: Mutex<HashMap<String, i64>>,
+    /// When a login for an unknown name last read the auth generation.
+    last_on_demand_check: Mutex<Option<Instant>>,
 }
+
+/// The least time between two on-demand generation reads
+/// ([`Directory::claim_on_demand_check`]): unknown-name logins cannot make
+/// the database busy, whatever their rate.
+pub const ON_DEMAND_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Directory {
     /// Loads everything from `conn`.
@@ -73,6 +81,7 @@ impl Directory {
             generation: AtomicI64::new(-1),
             default_rate,
             key_uses: Mutex::new(HashMap::new()),
+            last_on_demand_check: Mutex::new(None),
         };
         dir.reload(conn)?;
         Ok(dir)
@@ -85,6 +94,21 @@ impl Directory {
         }
         self.reload(conn)?;
         Ok(true)
+    }
+
+    /// Whether a login for a name this directory does not know may read the
+    /// auth generation now (then [`Directory::refresh`]): true at most once
+    /// per [`ON_DEMAND_CHECK_INTERVAL`], so a user just added by the CLI can
+    /// log in at once, without housekeeping's next tick, while a flood of
+    /// unknown names reads the database at most ten times a second.
+    pub fn claim_on_demand_check(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self.last_on_demand_check.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < ON_DEMAND_CHECK_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Reloads unconditionally (after this process changed something).

@@ -64,14 +64,38 @@ pub struct Directory {
     generation: AtomicI64,
     default_rate: DefaultRate,
     key_uses: Mutex<HashMap<String, i64>>,
-    /// When a login for an unknown name last read the auth generation.
-    last_on_demand_check: Mutex<Option<Instant>>,
+    /// Paces the generation reads of logins for unknown names.
+    on_demand: IntervalGate,
 }
 
 /// The least time between two on-demand generation reads
 /// ([`Directory::claim_on_demand_check`]): unknown-name logins cannot make
 /// the database busy, whatever their rate.
 pub const ON_DEMAND_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Lets one caller through per interval; the others are told no (they do
+/// not wait).
+struct IntervalGate {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl IntervalGate {
+    fn new(interval: Duration) -> Self {
+        Self { interval, last: Mutex::new(None) }
+    }
+
+    /// True for the first call, then for the first call at least `interval`
+    /// after the last one that got true.
+    fn pass(&self, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.saturating_duration_since(at) < self.interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
 
 impl Directory {
     /// Loads everything from `conn`.
@@ -81,7 +105,7 @@ impl Directory {
             generation: AtomicI64::new(-1),
             default_rate,
             key_uses: Mutex::new(HashMap::new()),
-            last_on_demand_check: Mutex::new(None),
+            on_demand: IntervalGate::new(ON_DEMAND_CHECK_INTERVAL),
         };
         dir.reload(conn)?;
         Ok(dir)
@@ -102,13 +126,7 @@ impl Directory {
     /// log in at once, without housekeeping's next tick, while a flood of
     /// unknown names reads the database at most ten times a second.
     pub fn claim_on_demand_check(&self) -> bool {
-        let now = Instant::now();
-        let mut last = self.last_on_demand_check.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| now.duration_since(at) < ON_DEMAND_CHECK_INTERVAL) {
-            return false;
-        }
-        *last = Some(now);
-        true
+        self.on_demand.pass(Instant::now())
     }
 
     /// Reloads unconditionally (after this process changed something).
@@ -206,5 +224,23 @@ fn cached_user(u: UserRecord) -> Option<CachedUser> {
             tracing::warn!(user_id = %u.id, "skipping a user row with unknown roles or status");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_on_demand_gate_lets_one_check_through_per_interval() {
+        let gate = IntervalGate::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        assert!(gate.pass(t0));
+        for ms in [0, 1, 50, 99] {
+            assert!(!gate.pass(t0 + Duration::from_millis(ms)), "{ms} ms after a check");
+        }
+        assert!(gate.pass(t0 + Duration::from_millis(100)));
+        assert!(!gate.pass(t0 + Duration::from_millis(150)), "counted from the last check that passed");
+        assert!(gate.pass(t0 + Duration::from_millis(200)));
     }
 }

@@ -5,13 +5,13 @@
 //! the admin page refuses) is one `401`, counts toward the lockout windows
 //! and is audited. Sign-in bodies are capped at [`MAX_SIGN_IN_BODY_BYTES`].
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SET_COOKIE, USER_AGENT};
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-
-use std::sync::Arc;
 
 use crate::audit::{Actor, EventType, sanitize};
 use crate::auth::directory::CachedUser;

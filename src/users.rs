@@ -6,7 +6,10 @@
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::auth::passwords::{Argon2Settings, hash_password};
+use crate::auth::passwords::{
+    Argon2Settings, MAX_VERIFY_ITERATIONS, MAX_VERIFY_MEMORY_KIB, PasswordError, check_stored_hash,
+    hash_password,
+};
 use crate::clock::{format_millis, now_millis};
 use crate::config::Config;
 use crate::domain::user::{NewPassword, Role, Roles, UserStatus, UserValueError, Username};
@@ -166,7 +169,10 @@ pub enum ImportOutcome {
 
 /// Imports the original service's users export
 /// (`id,username,password,type,creator,status`): ids and argon2 PHC hashes
-/// kept as they are, `type` mapped to roles (`e_sight` → `esight`).
+/// kept as they are, `type` mapped to roles (`e_sight` → `esight`). Every
+/// row is checked before any is stored: a hash that is not argon2, or costs
+/// more than login verifies ([`check_stored_hash`]), refuses the whole file
+/// with a message naming the line and the cap.
 pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, String> {
     let mut lines = csv_records(text).into_iter();
     let header = lines.next().ok_or("the file is empty")?;
@@ -174,7 +180,7 @@ pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, S
     if header.iter().map(String::as_str).collect::<Vec<_>>() != expected {
         return Err(format!("expected the header {}", expected.join(",")));
     }
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
     for (n, row) in lines.enumerate() {
         let line = n + 2;
         let [id, username, hash, kind, creator, status] = row.as_slice() else {
@@ -183,14 +189,26 @@ pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, S
         let username = Username::parse(username).map_err(|e| format!("line {line}: {e}"))?;
         let roles = Roles::parse_legacy_list(kind).map_err(|e| format!("line {line}: {e}"))?;
         let status = UserStatus::parse(status).map_err(|e| format!("line {line}: {e}"))?;
-        if !hash.starts_with("$argon2") {
-            return Err(format!("line {line}: the password is not an argon2 PHC hash"));
+        match check_stored_hash(hash) {
+            Ok(()) => {}
+            Err(PasswordError::TooCostly) => {
+                return Err(format!(
+                    "line {line}: the password hash costs more than this server verifies \
+                     (at most m={MAX_VERIFY_MEMORY_KIB} KiB, t={MAX_VERIFY_ITERATIONS}); \
+                     that user could never log in"
+                ));
+            }
+            Err(_) => return Err(format!("line {line}: the password is not an argon2 PHC hash")),
         }
-        if store::user_by_id(conn, id).map_err(|e| e.to_string())?.is_some() {
+        rows.push((line, id.clone(), username, hash.clone(), roles, status, creator.clone()));
+    }
+    let mut out = Vec::new();
+    for (line, id, username, hash, roles, status, creator) in rows {
+        if store::user_by_id(conn, &id).map_err(|e| e.to_string())?.is_some() {
             out.push(ImportOutcome::Exists(username.as_str().to_string()));
             continue;
         }
-        match create_with_id(conn, id.clone(), &username, hash.clone(), &roles, status, Some(creator)) {
+        match create_with_id(conn, id, &username, hash, &roles, status, Some(&creator)) {
             Ok(r) => out.push(ImportOutcome::Created(r.username)),
             Err(UserError::Conflict { .. }) => out.push(ImportOutcome::Exists(username.as_str().to_string())),
             Err(e) => return Err(format!("line {line}: {e}")),

@@ -1,7 +1,11 @@
 //! Sessions: `POST /login` (compat), `POST /logout`, `GET /user`, the JWKS,
 //! and the admin page's cookie session (`/admin/session`). Password checks
-//! run in the bounded argon2 pool; an unknown user costs the same as a known
-//! one; failures count toward the lockout windows and are audited.
+//! run in the bounded argon2 pool after a lockout slot is reserved; an
+//! unknown user costs the same as a known one; every failure (also a role
+//! the admin page refuses) is one `401`, counts toward the lockout windows
+//! and is audited. Sign-in bodies are capped at [`MAX_SIGN_IN_BODY_BYTES`].
+
+use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SET_COOKIE, USER_AGENT};
@@ -11,23 +15,55 @@ use serde_json::json;
 
 use super::RequestContext;
 use crate::audit::{Actor, EventType, sanitize};
-use crate::auth::PasswordError;
 use crate::auth::directory::CachedUser;
 use crate::auth::guard::{csrf_token, session_cookie_name};
-use crate::auth::lockout::LockedBy;
+use crate::auth::lockout::{Locked, LockedBy};
 use crate::auth::tokens::TokenChannel;
+use crate::auth::{PasswordCheck, PasswordError};
 use crate::clock::{format_millis, now_millis};
-use crate::domain::user::{NewPassword, Role, UserStatus};
+use crate::domain::user::{NewPassword, Role, Roles, UserStatus, Username};
 use crate::http::ApiError;
 use crate::http::request::{accepts_json, read_json};
 use crate::http::response::{self, Response};
 use crate::storage::identity::{self, SessionRecord};
+
+/// The most bytes a sign-in body (`POST /login`, `POST /admin/session`) may
+/// have: a username of at most 64 characters and a password of at most
+/// [`NewPassword::MAX_CHARS`] (4 bytes each at worst) fit with room to spare
+/// for JSON escapes. Larger bodies get `413` before anything is parsed.
+pub const MAX_SIGN_IN_BODY_BYTES: u64 = 4 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
     username: String,
     password: String,
+}
+
+/// Who may sign in through an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignInFor {
+    /// `POST /login`: every role.
+    Api,
+    /// `POST /admin/session`: admin and backoffice only.
+    AdminPage,
+}
+
+impl SignInFor {
+    /// Where the token issued by this sign-in may be presented.
+    fn channel(self) -> TokenChannel {
+        match self {
+            SignInFor::Api => TokenChannel::Bearer,
+            SignInFor::AdminPage => TokenChannel::AdminPage,
+        }
+    }
+
+    fn admits(self, roles: &Roles) -> bool {
+        match self {
+            SignInFor::Api => true,
+            SignInFor::AdminPage => roles.contains(Role::Admin) || roles.contains(Role::Backoffice),
+        }
+    }
 }
 
 /// A token issued after a successful password check.
@@ -50,29 +86,64 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "invalid username or password")
 }
 
+fn too_many_failures(locked: Locked) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "too many failed logins; try again later")
+        .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1)))
+}
+
+/// The account a login names. A name the directory does not know makes it
+/// re-read the database's auth generation first (at most once per 100 ms
+/// for all such logins together), so a user just added or imported by the
+/// CLI logs in at once rather than after housekeeping's next reload.
+async fn account(ctx: &RequestContext, name: &Username) -> Option<Arc<CachedUser>> {
+    let directory_user = ctx.state.directory.user_by_name(name.as_str());
+    if directory_user.is_some() || !ctx.state.directory.claim_on_demand_check() {
+        return directory_user;
+    }
+    let state = Arc::clone(&ctx.state);
+    if let Err(e) = ctx.state.storage.run(move |c| state.directory.refresh(c)).await {
+        tracing::warn!(error = %e, "cannot re-read the identity directory for a login");
+    }
+    ctx.state.directory.user_by_name(name.as_str())
+}
+
 /// Checks a username and password and issues a token, with lockout, timing
-/// equalisation, audit and re-hashing of weak hashes.
+/// equalisation, audit and re-hashing of hashes with other parameters.
+///
+/// Order matters: the username is parsed first (an unparsable one can name
+/// no account: it is answered like a wrong password, counts only against
+/// the client's IP window and never reaches the username window or a hash);
+/// then a failure slot is reserved per username and per IP (`429` when
+/// either is used up) before the password is hashed, so concurrent attempts
+/// cannot exceed the limits; then the password is checked.
+///
+/// Every failure — unknown user, wrong password, deactivated user, and a
+/// right password of a role `for_whom` does not admit — gets the same `401`,
+/// is audited `login_failure` and counts as a failure: were a role refusal
+/// not counted, an attacker could tell a right password by the lockout not
+/// advancing.
 async fn password_login(
     ctx: &RequestContext,
     creds: Credentials,
     user_agent: Option<String>,
-    channel: TokenChannel,
+    for_whom: SignInFor,
 ) -> Result<Issued, ApiError> {
     let state = &ctx.state;
-    if let Err(locked) = state.lockout.check(&creds.username, ctx.client_ip) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "too many failed logins; try again later",
-        )
-        .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1))));
-    }
-    let user = state.directory.user_by_name(&creds.username);
-    let check =
-        state.passwords.verify(creds.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await;
+    let name = Username::parse(&creds.username).ok();
+    let reservation = state.lockout.reserve(name.as_ref(), ctx.client_ip).map_err(too_many_failures)?;
+    let user = match &name {
+        Some(name) => account(ctx, name).await,
+        None => None,
+    };
+    let check = if name.is_some() {
+        state.passwords.verify(creds.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await
+    } else {
+        Ok(PasswordCheck { matches: false, needs_rehash: false })
+    };
     let check = match check {
         Ok(c) => c,
         Err(PasswordError::Overloaded { retry_after_secs }) => {
+            state.lockout.release(reservation);
             return Err(ApiError::unavailable(
                 "too many logins at once; try again shortly",
                 retry_after_secs,
@@ -80,7 +151,7 @@ async fn password_login(
         }
         Err(e) => {
             tracing::warn!(error = %e, "password check failed");
-            crate::auth::PasswordCheck { matches: false, needs_rehash: false }
+            PasswordCheck { matches: false, needs_rehash: false }
         }
     };
     let actor = Actor {
@@ -89,10 +160,14 @@ async fn password_login(
         api_key_id: ctx.caller.api_key_id.clone(),
     };
     let active = user.as_ref().filter(|u| u.status == UserStatus::Active && check.matches);
-    let Some(user) = active.cloned() else {
+    let admitted = active.filter(|u| for_whom.admits(&u.roles));
+    let Some(user) = admitted.cloned() else {
         state.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let reached = state.lockout.record_failure(&creds.username, ctx.client_ip);
-        let event = crate::audit::Event::new(EventType::LoginFailure, actor.clone(), ctx.facts());
+        let reached = state.lockout.fail(reservation);
+        let mut event = crate::audit::Event::new(EventType::LoginFailure, actor.clone(), ctx.facts());
+        if active.is_some() {
+            event = event.with("reason", "role not allowed on the admin page");
+        }
         ctx.audit(event).await?;
         for by in reached {
             let by = if by == LockedBy::Username { "username" } else { "ip" };
@@ -102,14 +177,14 @@ async fn password_login(
         }
         return Err(invalid_credentials());
     };
-    state.lockout.clear(&creds.username);
+    state.lockout.succeed(reservation);
     if check.needs_rehash {
         rehash(ctx, &user, creds.password).await;
     }
     let tokens = state.guard.tokens();
     let now_secs = u64::try_from(now_millis() / 1000).unwrap_or(0);
     let mut claims = tokens.claims_for(user.id.clone(), user.roles.clone(), now_secs);
-    claims.channel = channel;
+    claims.channel = for_whom.channel();
     let token = tokens.issue(&claims).map_err(|e| {
         tracing::error!(error = %e, "cannot sign a token");
         ApiError::internal()
@@ -130,7 +205,8 @@ async fn password_login(
     Ok(Issued { token, jti: claims.jti, expires_in: claims.exp.saturating_sub(now_secs), user })
 }
 
-/// Stores a stronger hash of a password that just verified (best effort).
+/// Stores a hash with the current parameters of a password that just
+/// verified against a hash with other ones (best effort).
 async fn rehash(ctx: &RequestContext, user: &CachedUser, password: String) {
     let Ok(password) = NewPassword::parse(password, 1) else { return };
     let Ok(hash) = ctx.state.passwords.hash(password).await else { return };
@@ -162,10 +238,9 @@ fn user_agent(req: &Request<Incoming>) -> Option<String> {
 pub async fn login(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
     let json_answer = accepts_json(req.headers());
     let ua = user_agent(&req);
-    let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
-    let creds: Credentials = read_json(&parts.headers, body, limit).await?;
-    let issued = password_login(&ctx, creds, ua, TokenChannel::Bearer).await?;
+    let creds: Credentials = read_json(&parts.headers, body, MAX_SIGN_IN_BODY_BYTES).await?;
+    let issued = password_login(&ctx, creds, ua, SignInFor::Api).await?;
     Ok(if json_answer {
         response::json(
             StatusCode::OK,
@@ -217,23 +292,16 @@ fn session_cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("el_session=; Max-Age=0"))
 }
 
-/// `POST /admin/session`: signs in to the admin page (cookie session).
+/// `POST /admin/session`: signs in to the admin page (cookie session). It
+/// needs no API key, so it must not tell anything a wrong password does not:
+/// a right password of a user the page does not admit (roles `user` or
+/// `esight` only) is a `401 InvalidCredentials` like any other failure,
+/// under the same lockout and per-IP windows as `POST /login`.
 pub async fn admin_sign_in(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
     let ua = user_agent(&req);
-    let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
-    let creds: Credentials = read_json(&parts.headers, body, limit).await?;
-    let issued = password_login(&ctx, creds, ua, TokenChannel::AdminPage).await?;
-    if !(issued.user.roles.contains(Role::Admin) || issued.user.roles.contains(Role::Backoffice)) {
-        let jti = issued.jti.clone();
-        ctx.state.storage.run(move |c| identity::revoke_session(c, &jti, None, now_millis())).await?;
-        ctx.state.directory.revoke(&issued.jti, now_millis() + issued.expires_in as i64 * 1000);
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "the admin page is for admin and backoffice users",
-        ));
-    }
+    let creds: Credentials = read_json(&parts.headers, body, MAX_SIGN_IN_BODY_BYTES).await?;
+    let issued = password_login(&ctx, creds, ua, SignInFor::AdminPage).await?;
     let body = json!({"user": user_json(&issued.user), "csrf_token": csrf_token(&issued.jti), "expires_in": issued.expires_in});
     let mut r = response::json(StatusCode::OK, &body);
     r.headers_mut().insert(SET_COOKIE, session_cookie(&issued.token, issued.expires_in, ctx.secure_cookies));

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -63,6 +64,37 @@ pub struct Directory {
     generation: AtomicI64,
     default_rate: DefaultRate,
     key_uses: Mutex<HashMap<String, i64>>,
+    /// Paces the generation reads of logins for unknown names.
+    on_demand: IntervalGate,
+}
+
+/// The least time between two on-demand generation reads
+/// ([`Directory::claim_on_demand_check`]): unknown-name logins cannot make
+/// the database busy, whatever their rate.
+pub const ON_DEMAND_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Lets one caller through per interval; the others are told no (they do
+/// not wait).
+struct IntervalGate {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl IntervalGate {
+    fn new(interval: Duration) -> Self {
+        Self { interval, last: Mutex::new(None) }
+    }
+
+    /// True for the first call, then for the first call at least `interval`
+    /// after the last one that got true.
+    fn pass(&self, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.saturating_duration_since(at) < self.interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 impl Directory {
@@ -73,6 +105,7 @@ impl Directory {
             generation: AtomicI64::new(-1),
             default_rate,
             key_uses: Mutex::new(HashMap::new()),
+            on_demand: IntervalGate::new(ON_DEMAND_CHECK_INTERVAL),
         };
         dir.reload(conn)?;
         Ok(dir)
@@ -85,6 +118,15 @@ impl Directory {
         }
         self.reload(conn)?;
         Ok(true)
+    }
+
+    /// Whether a login for a name this directory does not know may read the
+    /// auth generation now (then [`Directory::refresh`]): true at most once
+    /// per [`ON_DEMAND_CHECK_INTERVAL`], so a user just added by the CLI can
+    /// log in at once, without housekeeping's next tick, while a flood of
+    /// unknown names reads the database at most ten times a second.
+    pub fn claim_on_demand_check(&self) -> bool {
+        self.on_demand.pass(Instant::now())
     }
 
     /// Reloads unconditionally (after this process changed something).
@@ -182,5 +224,23 @@ fn cached_user(u: UserRecord) -> Option<CachedUser> {
             tracing::warn!(user_id = %u.id, "skipping a user row with unknown roles or status");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_on_demand_gate_lets_one_check_through_per_interval() {
+        let gate = IntervalGate::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        assert!(gate.pass(t0));
+        for ms in [0, 1, 50, 99] {
+            assert!(!gate.pass(t0 + Duration::from_millis(ms)), "{ms} ms after a check");
+        }
+        assert!(gate.pass(t0 + Duration::from_millis(100)));
+        assert!(!gate.pass(t0 + Duration::from_millis(150)), "counted from the last check that passed");
+        assert!(gate.pass(t0 + Duration::from_millis(200)));
     }
 }

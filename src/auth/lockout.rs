@@ -1,14 +1,31 @@
 //! Brute-force protection: sliding windows of failed logins per username and
-//! per client IP. After `auth.lockout_failures` failures within
-//! `auth.lockout_window`, further attempts are refused with `429` without
-//! checking the password. Attempts while locked add no failures, so the lock
-//! lifts by itself when the window passes: an attacker cannot keep a real
-//! user out for longer than one window (a soft lock, as ASVS asks).
+//! per client network (an IPv4 address, an IPv6 /64). After
+//! `auth.lockout_failures` failures within `auth.lockout_window`, further
+//! attempts are refused with `429` without checking the password. Attempts
+//! while locked add no failures, so the lock lifts by itself when the window
+//! passes: an attacker cannot keep a real user out for longer than one window
+//! (a soft lock, as ASVS asks).
+//!
+//! A login takes its failure slot *before* the password is checked
+//! ([`Lockout::reserve`]): the check and the reservation happen under one
+//! lock, so however many attempts arrive at once, at most
+//! `auth.lockout_failures` password checks per username (and
+//! `auth.lockout_ip_failures` per network) run per window. The slot then
+//! becomes a failure ([`Lockout::fail`]), or is given back: on success
+//! ([`Lockout::succeed`], which also forgets the username's failures) or when
+//! no password check ran ([`Lockout::release`], e.g. the hashing pool was
+//! busy). A login abandoned in between (client gone) keeps its slot as a
+//! failure until the window passes: the hash it started runs to the end.
+//!
+//! The username map is keyed only by a parsed [`Username`] (at most 64
+//! ASCII characters, lower-cased), so it can never hold attacker-sized keys.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::domain::user::Username;
 
 /// Entries kept per map at most; older idle entries are dropped first.
 const MAX_TRACKED: usize = 100_000;
@@ -18,7 +35,7 @@ const MAX_TRACKED: usize = 100_000;
 pub enum LockedBy {
     /// The username.
     Username,
-    /// The client IP.
+    /// The client IP (IPv4 address or IPv6 /64).
     Ip,
 }
 
@@ -29,6 +46,35 @@ pub struct Locked {
     pub by: LockedBy,
     /// When it lifts.
     pub retry_after: Duration,
+}
+
+/// The key of the per-IP window: an IPv4 address as it is (also when it
+/// arrives IPv4-mapped in IPv6), an IPv6 address cut to its /64 network,
+/// the smallest block a single subscriber is normally given, so one
+/// attacker cannot get a fresh window per address.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// A failure slot taken by [`Lockout::reserve`] before a password check.
+/// Hand it back with exactly one of [`Lockout::fail`], [`Lockout::succeed`]
+/// or [`Lockout::release`]; dropped otherwise, it stays counted as a failure.
+#[derive(Debug)]
+#[must_use = "a reserved slot must be settled as a failure, a success or a release"]
+pub struct Reservation {
+    username: Option<String>,
+    ip: IpAddr,
+    at: Instant,
+    reaches: Vec<LockedBy>,
 }
 
 struct Windows<K> {
@@ -71,6 +117,22 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         q.push_back(now);
         q.len() == limit as usize
     }
+
+    /// Takes back one slot added at `at` (if it has not expired meanwhile).
+    fn remove_one(&mut self, key: &K, at: Instant) {
+        if let Some(q) = self.failures.get_mut(key) {
+            if let Some(i) = q.iter().rposition(|t| *t == at) {
+                q.remove(i);
+            }
+            if q.is_empty() {
+                self.failures.remove(key);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The lockout state.
@@ -94,21 +156,71 @@ impl Lockout {
         }
     }
 
-    /// Refuses the attempt if the username or the IP is locked.
+    /// Takes a failure slot for `username` (if it parsed; `None` counts
+    /// only against the IP) and the client's network, or refuses when either
+    /// is locked. Check and reservation are one step under both locks (always
+    /// taken users first, then IPs), so concurrent attempts cannot all pass
+    /// the check before any of them is counted.
+    pub fn reserve(&self, username: Option<&Username>, ip: IpAddr) -> Result<Reservation, Locked> {
+        let now = Instant::now();
+        let name = username.map(|u| u.as_str().to_lowercase());
+        let ip = ip_key(ip);
+        let mut users = lock(&self.users);
+        let mut ips = lock(&self.ips);
+        if let Some(name) = &name
+            && let Some(retry_after) = users.locked(name, self.user_limit, self.window, now)
+        {
+            return Err(Locked { by: LockedBy::Username, retry_after });
+        }
+        if let Some(retry_after) = ips.locked(&ip, self.ip_limit, self.window, now) {
+            return Err(Locked { by: LockedBy::Ip, retry_after });
+        }
+        let mut reaches = Vec::new();
+        if let Some(name) = &name
+            && users.add(name.clone(), self.user_limit, self.window, now)
+        {
+            reaches.push(LockedBy::Username);
+        }
+        if ips.add(ip, self.ip_limit, self.window, now) {
+            reaches.push(LockedBy::Ip);
+        }
+        Ok(Reservation { username: name, ip, at: now, reaches })
+    }
+
+    /// The password check failed: the slot stays a failure. Returns which
+    /// limits this failure reached (each reported once, to audit
+    /// `account_locked` once).
+    pub fn fail(&self, reservation: Reservation) -> Vec<LockedBy> {
+        reservation.reaches
+    }
+
+    /// The password check succeeded: the IP slot is given back and the
+    /// username's failures are forgotten.
+    pub fn succeed(&self, reservation: Reservation) {
+        if let Some(name) = &reservation.username {
+            lock(&self.users).failures.remove(name);
+        }
+        lock(&self.ips).remove_one(&reservation.ip, reservation.at);
+    }
+
+    /// No password check ran (e.g. the hashing pool was busy): both slots
+    /// are given back.
+    pub fn release(&self, reservation: Reservation) {
+        if let Some(name) = &reservation.username {
+            lock(&self.users).remove_one(name, reservation.at);
+        }
+        lock(&self.ips).remove_one(&reservation.ip, reservation.at);
+    }
+
+    /// Refuses the attempt if the username or the IP is locked (without
+    /// reserving anything; prefer [`Lockout::reserve`] before a password check).
     pub fn check(&self, username: &str, ip: IpAddr) -> Result<(), Locked> {
         let now = Instant::now();
         let name = username.to_lowercase();
-        if let Some(retry_after) = self.users.lock().unwrap_or_else(|e| e.into_inner()).locked(
-            &name,
-            self.user_limit,
-            self.window,
-            now,
-        ) {
+        if let Some(retry_after) = lock(&self.users).locked(&name, self.user_limit, self.window, now) {
             return Err(Locked { by: LockedBy::Username, retry_after });
         }
-        if let Some(retry_after) =
-            self.ips.lock().unwrap_or_else(|e| e.into_inner()).locked(&ip, self.ip_limit, self.window, now)
-        {
+        if let Some(retry_after) = lock(&self.ips).locked(&ip_key(ip), self.ip_limit, self.window, now) {
             return Err(Locked { by: LockedBy::Ip, retry_after });
         }
         Ok(())
@@ -120,10 +232,10 @@ impl Lockout {
         let now = Instant::now();
         let mut reached = Vec::new();
         let name = username.to_lowercase();
-        if self.users.lock().unwrap_or_else(|e| e.into_inner()).add(name, self.user_limit, self.window, now) {
+        if lock(&self.users).add(name, self.user_limit, self.window, now) {
             reached.push(LockedBy::Username);
         }
-        if self.ips.lock().unwrap_or_else(|e| e.into_inner()).add(ip, self.ip_limit, self.window, now) {
+        if lock(&self.ips).add(ip_key(ip), self.ip_limit, self.window, now) {
             reached.push(LockedBy::Ip);
         }
         reached
@@ -132,13 +244,25 @@ impl Lockout {
     /// Forgets a username's failures (after a successful login or an admin
     /// unlock).
     pub fn clear(&self, username: &str) {
-        self.users.lock().unwrap_or_else(|e| e.into_inner()).failures.remove(&username.to_lowercase());
+        lock(&self.users).failures.remove(&username.to_lowercase());
+    }
+
+    /// How many usernames and IP keys have failures on record (for tests and
+    /// diagnostics).
+    pub fn tracked(&self) -> (usize, usize) {
+        (lock(&self.users).failures.len(), lock(&self.ips).failures.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Barrier;
+
     use super::*;
+
+    fn name(raw: &str) -> Username {
+        Username::parse(raw).unwrap()
+    }
 
     #[test]
     fn locks_after_the_limit_and_lifts_after_the_window() {
@@ -171,5 +295,91 @@ mod tests {
         l.record_failure("a", ip);
         assert_eq!(l.record_failure("b", ip), vec![LockedBy::Ip]);
         assert_eq!(l.check("c", ip).unwrap_err().by, LockedBy::Ip);
+    }
+
+    #[test]
+    fn reservations_are_taken_before_the_check_runs_and_refused_beyond_the_limit() {
+        let l = Lockout::new(3, 100, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let held: Vec<Reservation> = (0..3).map(|_| l.reserve(Some(&name("Bob")), ip).unwrap()).collect();
+        // Three checks in flight, none settled: the fourth is refused already.
+        assert_eq!(l.reserve(Some(&name("bob")), ip).unwrap_err().by, LockedBy::Username);
+        let reached: Vec<Vec<LockedBy>> = held.into_iter().map(|r| l.fail(r)).collect();
+        assert_eq!(reached, vec![vec![], vec![], vec![LockedBy::Username]], "the third reached the limit");
+        assert!(l.reserve(Some(&name("BOB")), ip).is_err());
+    }
+
+    #[test]
+    fn a_released_slot_is_given_back_and_a_success_forgets_the_username() {
+        let l = Lockout::new(2, 100, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.3".parse().unwrap();
+        let first = l.reserve(Some(&name("carol")), ip).unwrap();
+        let second = l.reserve(Some(&name("carol")), ip).unwrap();
+        assert!(l.reserve(Some(&name("carol")), ip).is_err());
+        l.release(second);
+        let third = l.reserve(Some(&name("carol")), ip).unwrap();
+        let _ = l.fail(first);
+        l.succeed(third);
+        assert_eq!(
+            l.tracked(),
+            (0, 1),
+            "the success cleared carol; the first failure still counts for the IP"
+        );
+        assert!(l.reserve(Some(&name("carol")), ip).is_ok());
+    }
+
+    #[test]
+    fn concurrent_reservations_never_exceed_the_limit() {
+        let l = Lockout::new(5, 1000, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.4".parse().unwrap();
+        let barrier = Barrier::new(64);
+        let granted = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        l.reserve(Some(&name("dave")), ip).map(|r| l.fail(r)).is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count()
+        });
+        assert_eq!(granted, 5);
+    }
+
+    #[test]
+    fn unparsed_usernames_count_only_against_the_ip_and_are_never_stored() {
+        let l = Lockout::new(1, 3, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        for _ in 0..3 {
+            let r = l.reserve(None, ip).unwrap();
+            let _ = l.fail(r);
+        }
+        assert_eq!(l.tracked(), (0, 1));
+        assert_eq!(l.reserve(Some(&name("erin")), ip).unwrap_err().by, LockedBy::Ip);
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_window_and_ipv4_is_keyed_by_address() {
+        let l = Lockout::new(100, 3, Duration::from_secs(60));
+        for addr in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::7", "2001:db8:1:2:dead:beef:0:1"] {
+            let r = l.reserve(Some(&name("frank")), addr.parse().unwrap()).unwrap();
+            let _ = l.fail(r);
+        }
+        let same_64: IpAddr = "2001:db8:1:2:1234:5678:9abc:def0".parse().unwrap();
+        assert_eq!(l.reserve(Some(&name("grace")), same_64).unwrap_err().by, LockedBy::Ip);
+        assert_eq!(l.check("grace", same_64).unwrap_err().by, LockedBy::Ip);
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.reserve(Some(&name("grace")), next_64).is_ok(), "the neighbouring /64 is not locked");
+
+        for addr in ["192.0.2.1", "::ffff:192.0.2.1", "192.0.2.1"] {
+            let _ = l.fail(l.reserve(None, addr.parse().unwrap()).unwrap());
+        }
+        assert!(
+            l.reserve(None, "192.0.2.1".parse().unwrap()).is_err(),
+            "an IPv4-mapped address is that IPv4"
+        );
+        assert!(l.reserve(None, "192.0.2.2".parse().unwrap()).is_ok(), "IPv4 keyed by the full address");
+        assert_eq!(ip_key("2001:db8::1:2:3:4".parse().unwrap()), "2001:db8::".parse::<IpAddr>().unwrap());
     }
 }

@@ -36,6 +36,9 @@ pub const MAX_VERIFY_MEMORY_KIB: u32 = 256 * 1024;
 /// a stored hash must not be able to pin a core for minutes.
 pub const MAX_VERIFY_ITERATIONS: u32 = 64;
 
+/// Bytes of salt in the hashes this module makes.
+const SALT_LEN: usize = 16;
+
 /// Why hashing or verifying could not give an answer. A wrong password is
 /// not an error: [`verify_password`] answers `Ok(false)`. Messages never
 /// contain a password or a hash.
@@ -80,10 +83,17 @@ impl Argon2Settings {
     /// OWASP's minimum recommended argon2id settings, the default.
     pub const OWASP: Self = Self { memory_kib: 19_456, iterations: 2, parallelism: 1 };
 
-    /// Checks the parameters against argon2's limits (e.g. `m ≥ 8·p`).
+    /// Checks the parameters against argon2's limits (e.g. `m ≥ 8·p`) and
+    /// against the verify cap: hashes made with settings above it could
+    /// never be verified.
     pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, PasswordError> {
         let settings = Self { memory_kib, iterations, parallelism };
         settings.params()?;
+        if !within_verify_cap(memory_kib, iterations) {
+            return Err(PasswordError::InvalidSettings(format!(
+                "at most {MAX_VERIFY_MEMORY_KIB} KiB and {MAX_VERIFY_ITERATIONS} iterations can be verified"
+            )));
+        }
         Ok(settings)
     }
 
@@ -156,7 +166,7 @@ pub fn hash_password_in(
     memory: &mut WorkMemory,
 ) -> Result<String, PasswordError> {
     let params = settings.params()?;
-    let mut salt = [0u8; 16];
+    let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|_| PasswordError::HashingFailed)?;
     let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
@@ -192,7 +202,7 @@ pub fn verify_password_in(
 ) -> Result<bool, PasswordError> {
     let hash = parse_argon2_phc(stored_phc)?;
     let params = Params::try_from(&hash).map_err(|_| PasswordError::MalformedHash)?;
-    if params.m_cost() > MAX_VERIFY_MEMORY_KIB || params.t_cost() > MAX_VERIFY_ITERATIONS {
+    if !within_verify_cap(params.m_cost(), params.t_cost()) {
         return Err(PasswordError::TooCostly);
     }
     let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(|_| PasswordError::MalformedHash)?;
@@ -215,11 +225,15 @@ pub fn verify_password_in(
     Ok(bool::from(output.as_slice().ct_eq(expected.as_ref())))
 }
 
-/// Whether a stored hash is weaker than `current` and should be replaced
-/// after the next successful login: not argon2id v19, less memory than
-/// configured, or less total work (memory × iterations) than configured.
-/// Lanes do not count: they change neither the memory an attacker needs nor
-/// the total work. A hash this module cannot read also needs replacing.
+/// Whether a stored hash should be replaced after the next successful
+/// login, as argon2-cffi's `check_needs_rehash` decides: any parameter that
+/// differs from `current` (variant other than argon2id, version other than
+/// 0x13, memory, iterations, lanes, a salt other than 16 bytes or an output
+/// other than 32), whether stronger or weaker. Re-hashing stronger legacy
+/// hashes (the original service's `m=102400,t=2,p=8`) too makes every
+/// account cost what the dummy hash of an unknown one costs, so known and
+/// unknown usernames answer alike over time. A hash this module cannot
+/// read also needs replacing.
 pub fn needs_rehash(stored_phc: &str, current: &Argon2Settings) -> bool {
     let Ok(hash) = parse_argon2_phc(stored_phc) else {
         return true;
@@ -228,9 +242,32 @@ pub fn needs_rehash(stored_phc: &str, current: &Argon2Settings) -> bool {
         return true;
     };
     let is_argon2id_v19 = hash.algorithm.as_str() == "argon2id" && hash.version == Some(0x13);
-    let work = u64::from(params.m_cost()) * u64::from(params.t_cost());
-    let current_work = u64::from(current.memory_kib) * u64::from(current.iterations);
-    !is_argon2id_v19 || params.m_cost() < current.memory_kib || work < current_work
+    let same_cost = (params.m_cost(), params.t_cost(), params.p_cost())
+        == (current.memory_kib, current.iterations, current.parallelism);
+    let salt_bytes = hash.salt.as_ref().map_or(0, |salt| salt.len());
+    let output_bytes = hash.hash.map_or(0, |output| output.len());
+    !(is_argon2id_v19 && same_cost && salt_bytes == SALT_LEN && output_bytes == Params::DEFAULT_OUTPUT_LEN)
+}
+
+/// Whether a memory cost (KiB) and iteration count are within what
+/// [`verify_password`] agrees to run ([`MAX_VERIFY_MEMORY_KIB`],
+/// [`MAX_VERIFY_ITERATIONS`]).
+pub fn within_verify_cap(memory_kib: u32, iterations: u32) -> bool {
+    memory_kib <= MAX_VERIFY_MEMORY_KIB && iterations <= MAX_VERIFY_ITERATIONS
+}
+
+/// Checks a PHC string about to be stored as it is (an import): a readable
+/// argon2 hash whose cost is within the verify cap, so it can ever log in.
+pub fn check_stored_hash(stored_phc: &str) -> Result<(), PasswordError> {
+    let hash = parse_argon2_phc(stored_phc)?;
+    let params = Params::try_from(&hash).map_err(|_| PasswordError::MalformedHash)?;
+    if !within_verify_cap(params.m_cost(), params.t_cost()) {
+        return Err(PasswordError::TooCostly);
+    }
+    if hash.salt.is_none() {
+        return Err(PasswordError::MalformedHash);
+    }
+    Ok(())
 }
 
 /// A PHC string with `settings`' parameters, a fixed salt and an all-zero
@@ -387,18 +424,50 @@ mod tests {
     }
 
     #[test]
-    fn weaker_hashes_need_rehash_and_stronger_ones_do_not() {
+    fn any_parameter_other_than_the_current_ones_needs_rehash() {
         let current = Argon2Settings::default();
         let at = |m: u32, t: u32, p: u32| dummy_hash(&Argon2Settings::new(m, t, p).unwrap());
         assert!(!needs_rehash(&at(19_456, 2, 1), &current), "same settings");
-        assert!(!needs_rehash(&legacy_users()[0].1, &current), "legacy m=102400,t=2,p=8 is stronger");
-        assert!(!needs_rehash(&at(19_456, 3, 4), &current), "more iterations, more lanes");
+        assert!(
+            needs_rehash(&legacy_users()[0].1, &current),
+            "legacy m=102400,t=2,p=8 is stronger, still differs"
+        );
+        assert!(needs_rehash(&at(19_456, 3, 1), &current), "more iterations");
+        assert!(needs_rehash(&at(19_456, 2, 4), &current), "more lanes");
         assert!(needs_rehash(&at(12_288, 3, 1), &current), "less memory");
         assert!(needs_rehash(&at(19_456, 1, 1), &current), "less work");
         assert!(needs_rehash(&at(1024, 1, 1), &current));
         assert!(needs_rehash("not a hash", &current));
+        let argon2i = at(19_456, 2, 1).replace("$argon2id$", "$argon2i$");
+        assert!(needs_rehash(&argon2i, &current), "another variant");
+        let v16 = at(19_456, 2, 1).replace("$v=19$", "$v=16$");
+        assert!(needs_rehash(&v16, &current), "another version");
+        let short_salt = at(19_456, 2, 1).replace("ZW5lcmd5bG9hZC1kdW1teQ", "c2FsdHNhbHRzYWx0");
+        assert!(needs_rehash(&short_salt, &current), "a 12-byte salt");
+        let long_output = format!("{}AAAA", at(19_456, 2, 1));
+        assert!(needs_rehash(&long_output, &current), "a longer output");
         let stronger = Argon2Settings::new(131_072, 3, 1).unwrap();
-        assert!(needs_rehash(&legacy_users()[0].1, &stronger), "legacy is weaker than 128 MiB, t=3");
+        assert!(needs_rehash(&legacy_users()[0].1, &stronger));
+        let fresh = hash_password(&new_password("Fresh-hash-pass-1"), &cheap()).unwrap();
+        assert!(!needs_rehash(&fresh, &cheap()), "what this module makes is current");
+    }
+
+    #[test]
+    fn settings_and_stored_hashes_above_the_verify_cap_are_refused() {
+        assert!(Argon2Settings::new(MAX_VERIFY_MEMORY_KIB, MAX_VERIFY_ITERATIONS, 1).is_ok());
+        let over_memory = Argon2Settings::new(MAX_VERIFY_MEMORY_KIB + 1, 1, 1).unwrap_err();
+        assert!(matches!(over_memory, PasswordError::InvalidSettings(_)));
+        let over_time = Argon2Settings::new(1024, MAX_VERIFY_ITERATIONS + 1, 1).unwrap_err();
+        assert!(matches!(over_time, PasswordError::InvalidSettings(_)));
+
+        assert_eq!(check_stored_hash(&legacy_users()[0].1), Ok(()));
+        let greedy = "$argon2id$v=19$m=4194304,t=1,p=1$ZW5lcmd5bG9hZC1kdW1teQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(check_stored_hash(greedy), Err(PasswordError::TooCostly));
+        let slow = greedy.replace("m=4194304,t=1", "m=1024,t=65");
+        assert_eq!(check_stored_hash(&slow), Err(PasswordError::TooCostly));
+        let at_cap = greedy.replace("m=4194304,t=1", "m=262144,t=64");
+        assert_eq!(check_stored_hash(&at_cap), Ok(()));
+        assert_eq!(check_stored_hash("$argon2id$broken"), Err(PasswordError::MalformedHash));
     }
 
     #[test]

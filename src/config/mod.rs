@@ -396,6 +396,19 @@ impl Config {
             "must be at least 8 × parallelism",
         )?;
         check(a.argon2_iterations >= 1, "auth.argon2_iterations", "must be at least 1")?;
+        // Hashes made above the verify cap could never log in.
+        let (max_m, max_t) =
+            (crate::auth::passwords::MAX_VERIFY_MEMORY_KIB, crate::auth::passwords::MAX_VERIFY_ITERATIONS);
+        check(
+            a.argon2_memory_kib <= max_m,
+            "auth.argon2_memory_kib",
+            &format!("must be at most {max_m} (the verify cap)"),
+        )?;
+        check(
+            a.argon2_iterations <= max_t,
+            "auth.argon2_iterations",
+            &format!("must be at most {max_t} (the verify cap)"),
+        )?;
         check((1..=16).contains(&a.argon2_parallelism), "auth.argon2_parallelism", "must be 1 to 16")?;
         check(
             a.bootstrap_admin.is_none() || a.bootstrap_admin_password.is_some(),

@@ -19,6 +19,7 @@ mod inbox;
 mod ingest;
 mod limits;
 mod login;
+mod login_hardening;
 mod logs;
 mod messages;
 mod metrics;

@@ -22,7 +22,7 @@ use crate::domain::user::Role;
 use crate::http::router::{Route, Verb};
 use crate::http::{ApiError, RequestContext, Response};
 
-pub use ops::{OPENAPI_JSON, readiness};
+pub use ops::{OPENAPI_JSON, OpsSnapshot, readiness};
 
 /// Every endpoint the appliance answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,14 +58,14 @@ fn a_flood_of_refusals_writes_one_row_and_a_clean_stop_writes_its_count() {
     let app = spawn_app();
     hammer(&app, PROTECTED, &[], 2000, 4);
     let during = denied_rows(&app.db());
-    assert_eq!(during.len(), 1, "one row for the first refusal, the rest counted: {during:?}");
+    assert_eq!(during.len(), 1, "one row for the first refusal, the rest counted");
     assert_eq!(during[0].1["reason"], "missing_api_key");
     assert_eq!(counter(&app, "energyload_access_denied_total{reason=\"missing_api_key\"}"), 2000);
 
     let (dir, config) = app.stop();
     let app = start(dir, config);
     let after = denied_rows(&app.db());
-    assert_eq!(after.len(), 2, "the first event and one summary: {after:?}");
+    assert_eq!(after.len(), 2, "the first event and one summary");
     let summary = &after[1].1;
     assert_eq!(summary["count"], 1999, "{summary}");
     assert_eq!(summary["reason"], "missing_api_key");
@@ -89,7 +89,8 @@ fn varying_path_key_or_an_untrusted_forwarded_for_does_not_make_refusals_distinc
     }
     let rows = denied_rows(&app.db());
     let reasons: Vec<&Value> = rows.iter().map(|(_, d)| &d["reason"]).collect();
-    assert_eq!(reasons, ["invalid_api_key", "missing_api_key"], "{rows:?}");
+    assert_eq!(reasons.len(), 2, "one row per reason, not per path, key or claimed address");
+    assert_eq!(reasons, ["invalid_api_key", "missing_api_key"]);
     assert!(rows.iter().all(|(ip, _)| ip.as_deref() == Some("127.0.0.1")), "{rows:?}");
     let (dir, config) = app.stop();
     assert_eq!(refusals(&denied_rows(&start(dir, config).db())), 200);
@@ -104,7 +105,8 @@ fn each_client_behind_a_trusted_proxy_gets_its_own_first_event() {
     }
     let rows = denied_rows(&app.db());
     let ips: Vec<&str> = rows.iter().map(|(ip, _)| ip.as_deref().unwrap()).collect();
-    assert_eq!(ips, clients, "one first event per client, written at once");
+    assert_eq!(ips.len(), clients.len(), "one first event per client, written at once");
+    assert_eq!(ips, clients);
 
     let (dir, config) = app.stop();
     let rows = denied_rows(&start(dir, config).db());

@@ -1,6 +1,7 @@
 -- wrk script: unauthenticated GETs rotating over a protected route, /readyz
 -- and /metrics, until TOTAL answers (default 100000, split over THREADS wrk
--- threads) have been read; then each thread stops.
+-- threads) have been read; then each thread stops sending (wrk itself runs
+-- for its -d duration).
 local paths = { "/api/v1/service/send/stats", "/readyz", "/metrics" }
 local requests = {}
 local next_path, answered, limit = 0, 0, 0

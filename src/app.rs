@@ -91,6 +91,11 @@ pub struct AppState {
     pub open_messages: AtomicI64,
     /// Set at shutdown; background threads stop.
     pub stopping: AtomicBool,
+    /// Repeated `access_denied` events counted per window (flushed by
+    /// housekeeping).
+    pub denials: crate::audit::denials::Denials,
+    /// The at most one second old values `/readyz` and `/metrics` answer from.
+    pub ops_snapshot: crate::api::OpsSnapshot,
 }
 
 /// A built, not yet running, appliance.
@@ -191,6 +196,8 @@ impl App {
             tls,
             open_messages: AtomicI64::new(p.open_messages),
             stopping: AtomicBool::new(false),
+            denials: crate::audit::denials::Denials::default(),
+            ops_snapshot: crate::api::OpsSnapshot::default(),
             config,
         });
         crate::housekeeping::update_disk_floor(&state);

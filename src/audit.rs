@@ -3,6 +3,8 @@
 //! (`storage::audit`) before the caller answers. User-supplied text is
 //! escaped (CR/LF) and length-capped so an event can never forge lines.
 
+pub mod denials;
+
 use serde_json::{Map, Value};
 
 use crate::clock::now_millis;

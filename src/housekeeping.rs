@@ -5,7 +5,9 @@
 //! ingest floor) and the database's size (`storage.max_db_bytes`) and
 //! checkpoints the WAL passively; every 5 s it refreshes the open-message count and writes
 //! API-key last-use times; every 10 minutes it purges expired sessions,
-//! applies audit and message retention.
+//! applies audit and message retention. Every tick it also writes the
+//! summaries of closed `access_denied` windows (`audit::denials`), and at
+//! stop the summaries of every open one, after the last request was served.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +36,7 @@ fn run(state: &AppState, mut conn: Connection) {
         if let Err(e) = state.directory.refresh(&conn) {
             tracing::warn!(error = %e, "identity reload failed");
         }
+        write_denial_summaries(&mut conn, state.denials.take_due(Instant::now()));
         if last_second.elapsed() >= Duration::from_secs(1) {
             last_second = Instant::now();
             update_disk_floor(state);
@@ -67,6 +70,16 @@ fn run(state: &AppState, mut conn: Connection) {
         std::thread::park_timeout(TICK);
     }
     let _ = flush(state, &mut conn);
+    write_denial_summaries(&mut conn, state.denials.take_all());
+}
+
+/// Appends the summary events of closed `access_denied` windows.
+fn write_denial_summaries(conn: &mut Connection, summaries: Vec<crate::audit::Event>) {
+    for event in summaries {
+        if let Err(e) = crate::audit::record_blocking(conn, event) {
+            tracing::error!(error = %e, "cannot write an access_denied summary to the audit log");
+        }
+    }
 }
 
 /// Re-reads free disk space into the flag ingest checks.

@@ -3,7 +3,8 @@
 //! Counters and histograms are lock-free atomics on the hot path; a family's
 //! map of label sets takes a write lock only the first time a label set is
 //! seen. Gauges that describe stored state (database size, message counts)
-//! are computed when `/metrics` is scraped, not maintained per request.
+//! are read when `/metrics` is scraped, at most once a second (scrapes in
+//! between reuse the last read), not maintained per request.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -194,6 +195,18 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// `energyload_rate_limited_total`: requests refused by an API key's rate limit.
     pub rate_limited: AtomicU64,
+    /// `energyload_access_denied_total{reason}`: every refusal (other than a
+    /// rate limit), whether its audit event was written or coalesced.
+    pub access_denied: Family<AtomicU64>,
+    /// `energyload_access_denied_overflow_total`: refusals counted only in the
+    /// coalescer's overflow tally (its key map was full).
+    pub access_denied_overflow: AtomicU64,
+    /// `energyload_readiness_probes_total`: database checks run for `/readyz`
+    /// (answers in between reuse the last one).
+    pub readiness_probes: AtomicU64,
+    /// `energyload_stored_state_reads_total`: reads of the message counts and
+    /// database size for `/metrics` (scrapes in between reuse the last one).
+    pub stored_state_reads: AtomicU64,
 }
 
 /// The outcomes of a delivery attempt, exported at zero from the start so
@@ -221,6 +234,13 @@ impl Default for Metrics {
             ),
             login_failures: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            access_denied: Family::new(
+                "energyload_access_denied_total",
+                "Requests refused for credentials, role or CSRF, by reason (audited coalesced).",
+            ),
+            access_denied_overflow: AtomicU64::new(0),
+            readiness_probes: AtomicU64::new(0),
+            stored_state_reads: AtomicU64::new(0),
         };
         for outcome in DELIVERY_OUTCOMES {
             metrics.delivery_attempts.with(&vec![("outcome", outcome.to_string())], |_| {});
@@ -246,12 +266,28 @@ impl Metrics {
         self.http_duration.render(&mut out);
         self.delivery_attempts.render(&mut out);
         self.esight_duration.render(&mut out);
+        self.access_denied.render(&mut out);
         for (name, help, counter) in [
             ("energyload_login_failures_total", "Failed login attempts.", &self.login_failures),
             (
                 "energyload_rate_limited_total",
                 "Requests refused by an API key rate limit.",
                 &self.rate_limited,
+            ),
+            (
+                "energyload_access_denied_overflow_total",
+                "Refusals audited only in the overflow summary (too many distinct clients at once).",
+                &self.access_denied_overflow,
+            ),
+            (
+                "energyload_readiness_probes_total",
+                "Database checks run for /readyz (at most about one a second).",
+                &self.readiness_probes,
+            ),
+            (
+                "energyload_stored_state_reads_total",
+                "Reads of message counts and database size for /metrics (at most about one a second).",
+                &self.stored_state_reads,
             ),
         ] {
             write_header(&mut out, name, help, "counter");

@@ -29,7 +29,7 @@ pub use context::RequestContext;
 /// A route of this appliance's table.
 pub type Route = crate::http::router::Route<Endpoint>;
 
-pub use ops::{OPENAPI_JSON, readiness};
+pub use ops::{OPENAPI_JSON, OpsSnapshot, readiness};
 
 /// Every endpoint the appliance answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

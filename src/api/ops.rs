@@ -1,7 +1,18 @@
 //! Open operational endpoints: liveness, readiness, version, metrics and the
 //! OpenAPI document. No key, no token.
+//!
+//! Being open, `/readyz` and `/metrics` must not let a flood reach the
+//! database: what they read from it (the write probe and schema version; the
+//! message counts and database size) is kept in [`OpsSnapshot`] and read
+//! again at most once a second, by the first request after it expired
+//! (others wait for that read and share it). A failed database check is not
+//! reused by later requests, only shared by those that waited for it, so
+//! recovery shows at once; a passing one is reused for up to a second, so a
+//! failure shows within a second. The cheap checks (free disk, database cap,
+//! delivery workers) are read from memory on every request.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use serde_json::{Value, json};
@@ -12,6 +23,44 @@ use crate::http::ApiError;
 use crate::http::response::{self, Response};
 use crate::metrics::Gauge;
 use crate::storage::Storage;
+use crate::storage::messages::MessageStatus;
+
+/// How long a read of the database is reused.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A value and when its read started.
+struct Timed<T> {
+    started: Instant,
+    value: T,
+}
+
+/// The database checks of readiness.
+#[derive(Clone)]
+struct DatabaseChecks {
+    database: Value,
+    migrations: Value,
+}
+
+impl DatabaseChecks {
+    fn ok(&self) -> bool {
+        self.database["status"] == "ok" && self.migrations["status"] == "ok"
+    }
+}
+
+/// The stored-state gauges of `/metrics`.
+#[derive(Clone)]
+struct StoredState {
+    counts: Vec<(MessageStatus, i64)>,
+    db_size_bytes: u64,
+}
+
+/// The last database reads of `/readyz` and `/metrics` (one per process, in
+/// `AppState`); see the module documentation.
+#[derive(Default)]
+pub struct OpsSnapshot {
+    database: tokio::sync::Mutex<Option<Timed<DatabaseChecks>>>,
+    stored: tokio::sync::Mutex<Option<Timed<StoredState>>>,
+}
 
 /// The OpenAPI 3 document of the contract, embedded at build time.
 pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
@@ -36,20 +85,22 @@ pub fn openapi() -> Response {
     response::with_body(StatusCode::OK, "application/json", OPENAPI_JSON)
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. The stored-state gauges are at
+/// most a second old.
 pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
     let state = &ctx.state;
-    let counts = state.storage.run(|c| crate::storage::messages::counts_by_status(c)).await?;
+    let stored = stored_state(state).await?;
     let gauges = [
         Gauge {
             name: "energyload_db_size_bytes",
             help: "Bytes on disk of the database and its WAL.",
-            series: vec![(vec![], state.storage.db_size_bytes() as f64)],
+            series: vec![(vec![], stored.db_size_bytes as f64)],
         },
         Gauge {
             name: "energyload_messages",
             help: "Stored messages by status.",
-            series: counts
+            series: stored
+                .counts
                 .iter()
                 .map(|(s, n)| (vec![("status", s.as_str().to_string())], *n as f64))
                 .collect(),
@@ -57,6 +108,21 @@ pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
     ];
     let text = state.metrics.render(&gauges);
     Ok(response::with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text))
+}
+
+/// The message counts and database size, read again when the last read is
+/// over [`SNAPSHOT_MAX_AGE`] old (a failed read is not kept).
+async fn stored_state(state: &AppState) -> Result<StoredState, ApiError> {
+    let mut slot = state.ops_snapshot.stored.lock().await;
+    if let Some(last) = slot.as_ref().filter(|t| t.started.elapsed() < SNAPSHOT_MAX_AGE) {
+        return Ok(last.value.clone());
+    }
+    let started = Instant::now();
+    state.metrics.stored_state_reads.fetch_add(1, Ordering::Relaxed);
+    let counts = state.storage.run(|c| crate::storage::messages::counts_by_status(c)).await?;
+    let value = StoredState { counts, db_size_bytes: state.storage.db_size_bytes() };
+    *slot = Some(Timed { started, value: value.clone() });
+    Ok(value)
 }
 
 /// `GET /readyz`: `200` when the database takes writes, migrations are
@@ -71,6 +137,42 @@ pub async fn readyz(ctx: &RequestContext) -> Result<Response, ApiError> {
 /// The readiness checks behind `/readyz` (also what `serve` waits for before
 /// telling systemd it is ready): whether all pass, and the answer's body.
 pub async fn readiness(state: &AppState) -> (bool, Value) {
+    let DatabaseChecks { database, migrations } = database_checks(state).await;
+    let storage = storage_check(state);
+    let workers = state.delivery.status();
+    let delivery = if state.delivery.healthy() {
+        json!({"status": "ok", "state": workers.state, "workers": workers.workers})
+    } else {
+        json!({"status": "fail", "state": workers.state, "workers": workers.workers,
+               "workers_alive": workers.workers_alive, "reason": "a delivery worker has died"})
+    };
+    let checks =
+        json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});
+    let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
+    (ok, json!({"status": if ok { "ok" } else { "fail" }, "checks": checks}))
+}
+
+/// The database checks: the last ones if they passed less than
+/// [`SNAPSHOT_MAX_AGE`] ago or started after this request arrived (it waited
+/// for them), else run now.
+async fn database_checks(state: &AppState) -> DatabaseChecks {
+    let arrived = Instant::now();
+    let mut slot = state.ops_snapshot.database.lock().await;
+    if let Some(last) = slot.as_ref() {
+        let fresh = last.started.elapsed() < SNAPSHOT_MAX_AGE && last.value.ok();
+        if fresh || last.started >= arrived {
+            return last.value.clone();
+        }
+    }
+    let started = Instant::now();
+    state.metrics.readiness_probes.fetch_add(1, Ordering::Relaxed);
+    let value = probe_database(state).await;
+    *slot = Some(Timed { started, value: value.clone() });
+    value
+}
+
+/// Runs the write probe and reads the schema version.
+async fn probe_database(state: &AppState) -> DatabaseChecks {
     let (database, migrations) = state
         .storage
         .run(|conn| {
@@ -97,18 +199,7 @@ pub async fn readiness(state: &AppState) -> (bool, Value) {
             let fail = json!({"status": "fail", "reason": "the database is unavailable"});
             (fail.clone(), fail)
         });
-    let storage = storage_check(state);
-    let workers = state.delivery.status();
-    let delivery = if state.delivery.healthy() {
-        json!({"status": "ok", "state": workers.state, "workers": workers.workers})
-    } else {
-        json!({"status": "fail", "state": workers.state, "workers": workers.workers,
-               "workers_alive": workers.workers_alive, "reason": "a delivery worker has died"})
-    };
-    let checks =
-        json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});
-    let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
-    (ok, json!({"status": if ok { "ok" } else { "fail" }, "checks": checks}))
+    DatabaseChecks { database, migrations }
 }
 
 /// Free disk against `storage.min_free_bytes` and the database's size

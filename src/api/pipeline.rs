@@ -138,20 +138,40 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
 
 /// Audits a refusal (`access_denied`) and turns it into its answer. Rate-limit
 /// refusals are counted in metrics instead, so a flood cannot flood the log.
+/// Other refusals are counted by reason and go through the coalescer
+/// (`audit::denials`): the first of its client IP, reason and identity in a
+/// window is written before the answer, repeats become one summary event.
 async fn deny(ctx: &mut RequestContext, denial: crate::auth::guard::Denial) -> ApiError {
+    use crate::audit::denials::Admission;
     ctx.caller = (*denial.caller).clone();
+    let metrics = &ctx.state.metrics;
     if denial.is_rate_limit() {
-        ctx.state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return denial.into_error();
     }
+    metrics.access_denied.inc(&vec![("reason", denial.reason.to_string())]);
     let event = ctx
         .event(crate::audit::EventType::AccessDenied)
         .with("reason", denial.reason)
         .with("status", denial.status.as_u16());
-    match ctx.audit(event).await {
-        Ok(()) => denial.into_error(),
-        Err(e) => e,
+    let now = (std::time::Instant::now(), crate::clock::now_millis());
+    let events = match ctx.state.denials.admit(denial.reason, event, now.0, now.1) {
+        Admission::Record(events) => events,
+        Admission::Counted => return denial.into_error(),
+        Admission::Overflow => {
+            metrics.access_denied_overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return denial.into_error();
+        }
+    };
+    for event in &events {
+        if let Err(e) = ctx.audit(event.clone()).await {
+            if let Some(first) = events.last() {
+                ctx.state.denials.forget(denial.reason, first);
+            }
+            return e;
+        }
     }
+    denial.into_error()
 }
 
 /// The path and query for the access log, with the `key` query parameter

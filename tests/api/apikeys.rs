@@ -129,8 +129,23 @@ fn missing_unknown_and_expired_keys_are_401() {
     app.authed("GET", "/user", &short, &token, None).assert_error(401, "Unauthorized");
     app.login_reply(&short, "admin", PASSWORD, &[]).assert_error(401, "Unauthorized");
 
+    // Repeats of a client and reason are coalesced (flood protection): each
+    // reason is audited at once, and every refusal is counted.
     let denied = app.audit_events(&key, &token, "type=access_denied");
-    assert!(denied.len() >= 7, "{denied:?}");
+    for reason in ["missing_api_key", "invalid_api_key"] {
+        assert!(denied.iter().any(|e| e["detail"]["reason"] == reason), "{reason}: {denied:?}");
+    }
+    assert!(refusals_counted(&app) >= 7);
+}
+
+/// Refusals counted on `/metrics` (every one, whether its audit event was
+/// written at once or coalesced into a window's summary).
+fn refusals_counted(app: &crate::common::TestApp) -> u64 {
+    let text = app.get("/metrics").text();
+    text.lines()
+        .filter(|l| l.starts_with("energyload_access_denied_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod delivery;
 mod demo;
 mod deploy_kubernetes;
 mod deploy_systemd;
+mod flood;
 mod guard;
 mod inbox;
 mod ingest;

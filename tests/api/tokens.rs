@@ -146,7 +146,19 @@ fn forged_expired_and_tampered_tokens_are_refused() {
     }
 
     let denied = app.audit_events(&key, &admin_token, "type=access_denied");
-    assert!(denied.len() >= 2 * cases.len() + 4, "every refusal is audited: {}", denied.len());
+    // Repeats of a client and reason are coalesced (flood protection): each
+    // reason is audited at once, and every refusal is counted.
+    for reason in ["invalid_token", "missing_token"] {
+        assert!(denied.iter().any(|e| e["detail"]["reason"] == reason), "{reason}: {denied:?}");
+    }
+    let counted: u64 = app
+        .get("/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("energyload_access_denied_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(counted >= 2 * cases.len() as u64 + 4, "every refusal is counted: {counted}");
     assert!(denied.iter().all(|e| e["detail"]["status"] == 401 && e["ip"] == "127.0.0.1"));
 }
 

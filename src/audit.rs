@@ -3,6 +3,9 @@
 //! (`storage::audit`) before the caller answers. User-supplied text is
 //! escaped (CR/LF) and length-capped so an event can never forge lines.
 
+pub mod chain_key;
+pub mod csv_export;
+
 use serde_json::{Map, Value};
 
 use crate::clock::now_millis;

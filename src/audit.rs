@@ -3,6 +3,8 @@
 //! (`storage::audit`) before the caller answers. User-supplied text is
 //! escaped (CR/LF) and length-capped so an event can never forge lines.
 
+pub mod chain_key;
+pub mod csv_export;
 pub mod denials;
 
 use serde_json::{Map, Value};

@@ -174,7 +174,7 @@ pub enum ImportOutcome {
 /// more than login verifies ([`check_stored_hash`]), refuses the whole file
 /// with a message naming the line and the cap.
 pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, String> {
-    let mut lines = csv_records(text).into_iter();
+    let mut lines = csv_records(text)?.into_iter();
     let header = lines.next().ok_or("the file is empty")?;
     let expected = ["id", "username", "password", "type", "creator", "status"];
     if header.iter().map(String::as_str).collect::<Vec<_>>() != expected {
@@ -217,35 +217,19 @@ pub fn import_csv(conn: &Connection, text: &str) -> Result<Vec<ImportOutcome>, S
     Ok(out)
 }
 
-/// Splits CSV text into records (RFC 4180 quoting: `"a,b"`, `""` for `"`).
-fn csv_records(text: &str) -> Vec<Vec<String>> {
+/// Splits CSV text into records with the `csv` crate (RFC 4180 quoting,
+/// CRLF or LF, a leading UTF-8 BOM ignored); records of only empty fields
+/// are skipped. Field counts are checked by the caller, which names the line.
+fn csv_records(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut records = Vec::new();
-    let (mut record, mut field, mut quoted, mut chars) =
-        (Vec::new(), String::new(), false, text.chars().peekable());
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => record.push(std::mem::take(&mut field)),
-            ('\n', false) => {
-                record.push(std::mem::take(&mut field));
-                if record.iter().any(|f| !f.is_empty()) {
-                    records.push(std::mem::take(&mut record));
-                }
-                record.clear();
-            }
-            ('\r', false) => {}
-            (c, _) => field.push(c),
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("not a CSV file: {e}"))?;
+        if record.iter().any(|f| !f.is_empty()) {
+            records.push(record.iter().map(str::to_string).collect());
         }
     }
-    record.push(field);
-    if record.iter().any(|f| !f.is_empty()) {
-        records.push(record);
-    }
-    records
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -254,7 +238,7 @@ mod tests {
 
     #[test]
     fn csv_quoting_is_honoured() {
-        let r = csv_records("a,b\n\"x,y\",\"say \"\"hi\"\"\"\r\n\n");
-        assert_eq!(r, vec![vec!["a", "b"], vec!["x,y", "say \"hi\""]]);
+        let r = csv_records("\u{feff}a,b\n\"x,y\",\"say \"\"hi\"\"\"\r\n\n,\n\"multi\nline\",z").unwrap();
+        assert_eq!(r, vec![vec!["a", "b"], vec!["x,y", "say \"hi\""], vec!["multi\nline", "z"]]);
     }
 }

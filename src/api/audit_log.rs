@@ -22,10 +22,6 @@ fn view(r: &AuditRow) -> Value {
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
 /// `GET /api/v1/management/audit` (`format=csv` for a download).
 pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, ApiError> {
     let q = Query::parse(query);
@@ -39,25 +35,11 @@ pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, 
     };
     if q.get("format") == Some("csv") {
         let rows = ctx.state.storage.run(move |c| store::list(c, &filter, CSV_MAX_ROWS)).await?;
-        let mut out =
-            String::from("id,ts,type,ip,msisdn,user_id,username,api_key_id,request_id,path,detail\n");
-        for r in &rows {
-            let fields = [
-                r.id.to_string(),
-                format_millis(r.ts),
-                r.event_type.clone(),
-                r.ip.clone().unwrap_or_default(),
-                r.msisdn.clone().unwrap_or_default(),
-                r.user_id.clone().unwrap_or_default(),
-                r.username.clone().unwrap_or_default(),
-                r.api_key_id.clone().unwrap_or_default(),
-                r.request_id.clone().unwrap_or_default(),
-                r.path.clone().unwrap_or_default(),
-                r.detail.clone(),
-            ];
-            out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            out.push('\n');
-        }
+        let mut out = Vec::new();
+        crate::audit::csv_export::write(&mut out, &rows).map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit CSV");
+            ApiError::internal()
+        })?;
         let mut r = response::with_body(StatusCode::OK, "text/csv; charset=utf-8", out);
         r.headers_mut().insert(
             hyper::header::CONTENT_DISPOSITION,
@@ -71,12 +53,24 @@ pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, 
     Ok(response::json(StatusCode::OK, &page(rows.iter().map(view).collect(), limit, last)))
 }
 
-/// `GET /api/v1/management/audit/verify`.
+/// `GET /api/v1/management/audit/verify`: `ok`, `checked`, the switch point
+/// `keyed_from` (first event id keyed with HMAC-SHA256), the chain's `head`
+/// (what `energyload audit head` prints, to compare with a copy kept
+/// elsewhere) and, when `ok` is false, the first broken event with why.
 pub async fn verify(ctx: RequestContext) -> Result<Response, ApiError> {
     let report = ctx.state.storage.run(|c| store::verify(c)).await?;
-    let body = match report.first_broken {
-        None => json!({"ok": true, "checked": report.checked}),
-        Some(id) => json!({"ok": false, "checked": report.checked, "first_broken": {"id": id.to_string()}}),
-    };
+    let head = report.head.as_ref().map(
+        |h| json!({"id": h.id.to_string(), "ts": h.ts.map(format_millis), "hash": hex::encode(&h.hash)}),
+    );
+    let mut body = json!({
+        "ok": report.first_broken.is_none(),
+        "checked": report.checked,
+        "keyed_from": report.keyed_from.to_string(),
+        "head": head,
+    });
+    if let Some(b) = report.first_broken {
+        body["first_broken"] =
+            json!({"id": b.id.to_string(), "reason": b.reason.as_str(), "message": b.reason.describe()});
+    }
     Ok(response::json(StatusCode::OK, &body))
 }

@@ -100,9 +100,15 @@ pub enum ApiKeyCommand {
 /// `energyload audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; exit 1 with the first broken id when tampered.
+    /// Check the chain (HMAC-SHA256 with the key file, legacy SHA-256 before
+    /// the switch); exit 1 naming the first broken event and why.
     #[command(after_help = "Examples:\n  energyload audit verify")]
     Verify,
+    /// Print the chain's head (last event id, time and hash) to record it
+    /// elsewhere (journal, ticket): a later chain that no longer contains
+    /// this head was cut or rewritten.
+    #[command(after_help = "Examples:\n  energyload audit head | systemd-cat -t energyload-audit-head")]
+    Head,
     /// Print every event (oldest first) as JSON lines or CSV.
     #[command(after_help = "Examples:\n  energyload audit export --format csv > audit.csv")]
     Export {
@@ -308,13 +314,32 @@ pub fn audit_cmd(loaded: &LoadedConfig, cmd: AuditCommand) -> ExitCode {
     };
     match cmd {
         AuditCommand::Verify => match audit::verify(&conn) {
-            Ok(r) if r.first_broken.is_none() => {
-                println!("audit chain ok: {} events checked", r.checked);
+            Ok(r) => match r.first_broken {
+                None => {
+                    println!(
+                        "audit chain ok: {} events checked, keyed from event {}; head {}",
+                        r.checked,
+                        r.keyed_from,
+                        head_line(r.head.as_ref())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Some(b) => {
+                    println!(
+                        "audit chain BROKEN at event {}: {} ({})",
+                        b.id,
+                        b.reason.describe(),
+                        b.reason.as_str()
+                    );
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => super::fail(e),
+        },
+        AuditCommand::Head => match audit::head(&conn) {
+            Ok(head) => {
+                println!("{}", head_line(head.as_ref()));
                 ExitCode::SUCCESS
-            }
-            Ok(r) => {
-                println!("audit chain BROKEN at event {}", r.first_broken.unwrap_or_default());
-                ExitCode::FAILURE
             }
             Err(e) => super::fail(e),
         },
@@ -326,47 +351,36 @@ pub fn audit_cmd(loaded: &LoadedConfig, cmd: AuditCommand) -> ExitCode {
             };
             rows.reverse();
             if format == "csv" {
-                println!("id,ts,type,ip,msisdn,user_id,username,api_key_id,request_id,path,detail");
+                return match crate::audit::csv_export::write(std::io::stdout().lock(), &rows) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => super::fail(format!("cannot write the CSV: {e}")),
+                };
             }
             for r in rows {
-                let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-                if format == "csv" {
-                    let fields = [
-                        r.id.to_string(),
-                        format_millis(r.ts),
-                        r.event_type.clone(),
-                        opt(&r.ip),
-                        opt(&r.msisdn),
-                        opt(&r.user_id),
-                        opt(&r.username),
-                        opt(&r.api_key_id),
-                        opt(&r.request_id),
-                        opt(&r.path),
-                        r.detail.clone(),
-                    ];
-                    let quoted: Vec<String> = fields
-                        .iter()
-                        .map(|f| {
-                            if f.contains([',', '"', '\n']) {
-                                format!("\"{}\"", f.replace('"', "\"\""))
-                            } else {
-                                f.clone()
-                            }
-                        })
-                        .collect();
-                    println!("{}", quoted.join(","));
-                } else {
-                    let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
-                    println!(
-                        "{}",
-                        serde_json::json!({"id": r.id.to_string(), "ts": format_millis(r.ts), "type": r.event_type,
-                        "ip": r.ip, "msisdn": r.msisdn, "user_id": r.user_id, "username": r.username,
-                        "api_key_id": r.api_key_id, "request_id": r.request_id, "path": r.path, "detail": detail})
-                    );
-                }
+                let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
+                println!(
+                    "{}",
+                    serde_json::json!({"id": r.id.to_string(), "ts": format_millis(r.ts), "type": r.event_type,
+                    "ip": r.ip, "msisdn": r.msisdn, "user_id": r.user_id, "username": r.username,
+                    "api_key_id": r.api_key_id, "request_id": r.request_id, "path": r.path, "detail": detail})
+                );
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// The head as one line: `id=42 ts=2026-12-02T13:00:00.000Z hash=<hex>`
+/// (`ts=-` for the anchor left when every event was pruned).
+fn head_line(head: Option<&audit::ChainHead>) -> String {
+    match head {
+        None => "id=0 ts=- hash=- (no event yet)".to_string(),
+        Some(h) => format!(
+            "id={} ts={} hash={}",
+            h.id,
+            h.ts.map_or_else(|| "-".to_string(), format_millis),
+            hex::encode(&h.hash)
+        ),
     }
 }
 

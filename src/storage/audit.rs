@@ -1,15 +1,31 @@
-//! Typed queries on the append-only, hash-chained `audit_events` table.
+//! Typed queries on the append-only, chained `audit_events` table.
 //!
-//! Each row stores `prev_hash` (the previous row's `hash`) and
-//! `hash = SHA-256(prev_hash ‖ id ‖ ts ‖ fields…)`, every text field
-//! length-prefixed so no two rows serialise alike. Pruning deletes the oldest
-//! rows and records the last deleted hash as `meta('audit_anchor')`, so the
-//! remaining chain still verifies from its first row.
+//! Each row stores `prev_hash` (the previous row's `hash`) and its own
+//! `hash` over `prev_hash ‖ id ‖ ts ‖ fields…`, every text field
+//! length-prefixed so no two rows serialise alike:
+//!
+//! - from the switch point on, `hash = HMAC-SHA256(key, …)` with the
+//!   [`ChainKey`] kept outside the database (`<data_dir>/audit-chain.key`),
+//!   so whoever can write the database cannot recompute the chain;
+//! - before it (events written by a binary older than schema version 4),
+//!   `hash = SHA-256(…)`, the legacy rule, still verified as such.
+//!
+//! The switch point is `meta('audit_keyed_from')`, the first event id that
+//! must be keyed (written by migration 4). Raising it would let a forger
+//! pass off rewritten events as legacy ones, so an event also counts as
+//! keyed when it is dated at or after the key's creation (a fact kept in
+//! the key file, outside the database); a missing switch point means the
+//! whole chain is keyed. Pruning deletes the oldest rows and records the
+//! last deleted hash as `meta('audit_anchor')`, so the remaining chain still
+//! verifies from its first row. Cutting the newest rows, or all of them, is
+//! only visible against a head recorded elsewhere (`energyload audit head`).
 
+use hmac::Mac;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use super::StorageError;
+use crate::audit::chain_key::ChainKey;
 
 /// One audit event as stored (without its chain hashes).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,25 +54,90 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+/// Why verification stopped at a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakReason {
+    /// Its `prev_hash` is not the previous row's hash (or the anchor): a row
+    /// before it was deleted, inserted or changed its hash.
+    NotLinked,
+    /// Its hash matches neither its contents under the key nor (where
+    /// allowed) the legacy rule: the row was altered.
+    Altered,
+    /// It carries a plain SHA-256 hash where the chain is keyed: the row was
+    /// rewritten and the chain recomputed without the key.
+    Unkeyed,
+    /// It must be keyed but the key file is missing from the data directory.
+    KeyMissing,
+}
+
+impl BreakReason {
+    /// A stable name for the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotLinked => "not_linked",
+            Self::Altered => "altered",
+            Self::Unkeyed => "unkeyed",
+            Self::KeyMissing => "key_missing",
+        }
+    }
+
+    /// One sentence for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NotLinked => {
+                "its prev_hash is not the previous event's hash (an event was deleted or inserted)"
+            }
+            Self::Altered => "its hash does not match its contents (the event was altered)",
+            Self::Unkeyed => {
+                "it carries a plain SHA-256 hash where the chain is keyed (rewritten without the key)"
+            }
+            Self::KeyMissing => "it is keyed but the audit chain key file is missing from the data directory",
+        }
+    }
+}
+
+/// The first row that does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenLink {
+    /// Its id.
+    pub id: i64,
+    /// Why.
+    pub reason: BreakReason,
+}
+
+/// The newest event of the chain (or, when every event was pruned, the
+/// anchor left by pruning): what to record elsewhere to detect truncation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Its id.
+    pub id: i64,
+    /// Its time (Unix ms); `None` for an anchor.
+    pub ts: Option<i64>,
+    /// Its stored hash (HMAC-SHA256 or, before the switch, SHA-256).
+    pub hash: Vec<u8>,
+}
+
 /// The outcome of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
     /// Rows checked.
     pub checked: u64,
-    /// The first row whose hashes do not match, if any.
-    pub first_broken: Option<i64>,
+    /// The first row that does not verify, if any.
+    pub first_broken: Option<BrokenLink>,
+    /// The first id that must be keyed (the switch point).
+    pub keyed_from: i64,
+    /// The chain's head (newest row), `None` when it never had one.
+    pub head: Option<ChainHead>,
 }
 
 /// The `prev_hash` of the first event of a chain that was never pruned.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// The `hash` an event row carries: SHA-256 over the previous row's hash,
-/// the row's id and timestamp and its length-prefixed text fields.
-pub fn chain_hash(prev: &[u8], row: &AuditRow) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(row.id.to_be_bytes());
-    h.update(row.ts.to_be_bytes());
+/// Feeds the row's canonical bytes (after the previous hash) to `update`.
+fn feed(update: &mut dyn FnMut(&[u8]), prev: &[u8], row: &AuditRow) {
+    update(prev);
+    update(&row.id.to_be_bytes());
+    update(&row.ts.to_be_bytes());
     let texts = [
         Some(&row.event_type),
         row.ip.as_ref(),
@@ -71,19 +152,56 @@ pub fn chain_hash(prev: &[u8], row: &AuditRow) -> [u8; 32] {
     for t in texts {
         match t {
             Some(s) => {
-                h.update((s.len() as u32).to_be_bytes());
-                h.update(s.as_bytes());
+                update(&(s.len() as u32).to_be_bytes());
+                update(s.as_bytes());
             }
-            None => h.update(u32::MAX.to_be_bytes()),
+            None => update(&u32::MAX.to_be_bytes()),
         }
     }
+}
+
+/// The LEGACY (unkeyed) link of events before the switch point: SHA-256
+/// over the previous row's hash, the row's id and timestamp and its
+/// length-prefixed text fields. Anyone can compute it; kept only to verify
+/// chains written by older binaries.
+pub fn chain_hash(prev: &[u8], row: &AuditRow) -> [u8; 32] {
+    let mut h = Sha256::new();
+    feed(&mut |b| h.update(b), prev, row);
     h.finalize().into()
 }
 
+/// The keyed link every new event carries: HMAC-SHA256 under `key` over the
+/// same bytes as [`chain_hash`].
+pub fn chain_mac(key: &ChainKey, prev: &[u8], row: &AuditRow) -> [u8; 32] {
+    let mut m = key.mac();
+    feed(&mut |b| m.update(b), prev, row);
+    m.finalize().into_bytes().into()
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StorageError> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
 fn anchor(conn: &Connection) -> Result<Vec<u8>, StorageError> {
-    let hex_anchor: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'audit_anchor'", [], |r| r.get(0)).optional()?;
+    let hex_anchor = meta(conn, "audit_anchor")?;
     Ok(hex_anchor.and_then(|h| hex::decode(h).ok()).unwrap_or_else(|| GENESIS.to_vec()))
+}
+
+fn anchor_id(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(meta(conn, "audit_anchor_id")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// The switch point; without one (never written, or deleted) every event
+/// must be keyed.
+fn keyed_from(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(meta(conn, "audit_keyed_from")?.and_then(|v| v.parse().ok()).unwrap_or(i64::MIN))
+}
+
+/// The key of the database `conn` is open on, loaded or created in its data
+/// directory.
+fn key_for(conn: &Connection) -> Result<std::sync::Arc<ChainKey>, StorageError> {
+    let path = conn.path().unwrap_or_default();
+    ChainKey::for_database(std::path::Path::new(path))
 }
 
 /// Appends one event in its own immediate transaction; returns its id.
@@ -95,8 +213,15 @@ pub fn append(conn: &mut Connection, row: &AuditRow) -> Result<i64, StorageError
 }
 
 /// Appends one event inside the caller's immediate transaction, so that it
-/// commits (or rolls back) together with the change it records.
+/// commits (or rolls back) together with the change it records. The event is
+/// keyed with the data directory's chain key (created on first use).
 pub fn append_in(tx: &Connection, row: &AuditRow) -> Result<i64, StorageError> {
+    let key = key_for(tx)?;
+    append_keyed(tx, row, &key)
+}
+
+/// [`append_in`] with an explicit key.
+pub fn append_keyed(tx: &Connection, row: &AuditRow, key: &ChainKey) -> Result<i64, StorageError> {
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -104,19 +229,10 @@ pub fn append_in(tx: &Connection, row: &AuditRow) -> Result<i64, StorageError> {
         .optional()?;
     let (id, prev) = match last {
         Some((id, hash)) => (id + 1, hash),
-        None => {
-            let pruned_up_to: i64 = tx
-                .query_row("SELECT value FROM meta WHERE key = 'audit_anchor_id'", [], |r| {
-                    r.get::<_, String>(0)
-                })
-                .optional()?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            (pruned_up_to + 1, anchor(tx)?)
-        }
+        None => (anchor_id(tx)? + 1, anchor(tx)?),
     };
     let stored = AuditRow { id, ..row.clone() };
-    let hash = chain_hash(&prev, &stored);
+    let hash = chain_mac(key, &prev, &stored);
     tx.prepare_cached(
         "INSERT INTO audit_events (id, ts, type, ip, msisdn, user_id, username, api_key_id,
                                    request_id, path, detail, prev_hash, hash)
@@ -156,9 +272,24 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
-/// Walks the whole chain from the anchor.
+/// Walks the whole chain from the anchor with the key of the database's
+/// data directory (read from its file; never created here).
 pub fn verify(conn: &Connection) -> Result<ChainReport, StorageError> {
+    let path = conn.path().unwrap_or_default();
+    let key = ChainKey::load(&crate::audit::chain_key::data_dir_of(std::path::Path::new(path))?)?;
+    verify_with(conn, key.as_ref())
+}
+
+/// Walks the whole chain from the anchor. A row may carry the legacy SHA-256
+/// link only when it is before the switch point AND dated before the key's
+/// creation; every other row must carry the keyed link.
+pub fn verify_with(conn: &Connection, key: Option<&ChainKey>) -> Result<ChainReport, StorageError> {
+    let keyed_from = keyed_from(conn)?;
+    let legacy_before_ts = key.map_or(i64::MAX, ChainKey::created_ms);
     let mut prev = anchor(conn)?;
+    let pruned_up_to = anchor_id(conn)?;
+    let mut head = (pruned_up_to > 0).then(|| ChainHead { id: pruned_up_to, ts: None, hash: prev.clone() });
+    let mut first_broken = None;
     let mut stmt = conn.prepare("SELECT * FROM audit_events ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let mut checked = 0;
@@ -166,13 +297,45 @@ pub fn verify(conn: &Connection) -> Result<ChainReport, StorageError> {
         let row = row_from(r)?;
         let prev_hash: Vec<u8> = r.get("prev_hash")?;
         let hash: Vec<u8> = r.get("hash")?;
-        checked += 1;
-        if prev_hash != prev || hash != chain_hash(&prev_hash, &row) {
-            return Ok(ChainReport { checked, first_broken: Some(row.id) });
+        head = Some(ChainHead { id: row.id, ts: Some(row.ts), hash: hash.clone() });
+        if first_broken.is_some() {
+            continue;
         }
+        checked += 1;
+        let legacy_allowed = row.id < keyed_from && row.ts < legacy_before_ts;
+        let is_legacy = hash == chain_hash(&prev_hash, &row);
+        let reason = if prev_hash != prev {
+            Some(BreakReason::NotLinked)
+        } else if legacy_allowed && is_legacy {
+            None
+        } else {
+            match key {
+                Some(key) if hash == chain_mac(key, &prev_hash, &row) => None,
+                Some(_) if is_legacy => Some(BreakReason::Unkeyed),
+                Some(_) => Some(BreakReason::Altered),
+                None if is_legacy => Some(BreakReason::Unkeyed),
+                None => Some(BreakReason::KeyMissing),
+            }
+        };
+        first_broken = reason.map(|reason| BrokenLink { id: row.id, reason });
         prev = hash;
     }
-    Ok(ChainReport { checked, first_broken: None })
+    Ok(ChainReport { checked, first_broken, keyed_from: keyed_from.max(1), head })
+}
+
+/// The chain's head without verifying: the newest event, or the pruning
+/// anchor when none is left, or `None` for a chain that never had an event.
+pub fn head(conn: &Connection) -> Result<Option<ChainHead>, StorageError> {
+    let last: Option<ChainHead> = conn
+        .query_row("SELECT id, ts, hash FROM audit_events ORDER BY id DESC LIMIT 1", [], |r| {
+            Ok(ChainHead { id: r.get(0)?, ts: Some(r.get(1)?), hash: r.get(2)? })
+        })
+        .optional()?;
+    if last.is_some() {
+        return Ok(last);
+    }
+    let id = anchor_id(conn)?;
+    Ok((id > 0).then(|| ChainHead { id, ts: None, hash: anchor(conn).unwrap_or_default() }))
 }
 
 /// Deletes events older than `before_ts`, keeping the chain verifiable.
@@ -231,51 +394,159 @@ pub fn list(conn: &Connection, f: &AuditFilter, limit: usize) -> Result<Vec<Audi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_millis;
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrations::apply(&mut c).unwrap();
-        c
+    /// A file database (the key lives beside it) migrated to the latest schema.
+    fn db() -> (tempfile::TempDir, Connection) {
+        db_at(super::super::migrations::LATEST_VERSION)
+    }
+
+    fn db_at(version: u32) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(dir.path().join("energyload.db")).unwrap();
+        super::super::migrations::apply_up_to(&mut c, version).unwrap();
+        (dir, c)
     }
 
     fn event(ts: i64, t: &str) -> AuditRow {
         AuditRow { ts, event_type: t.into(), detail: "{}".into(), ..Default::default() }
     }
 
+    fn broken(c: &Connection) -> Option<BrokenLink> {
+        verify(c).unwrap().first_broken
+    }
+
+    /// Rewrites every row with the legacy rule, as a forger with write access
+    /// to the database (but not to the key file) would.
+    fn recompute_plain_chain(c: &Connection) {
+        let mut prev = anchor(c).unwrap();
+        let rows: Vec<AuditRow> = c
+            .prepare("SELECT * FROM audit_events ORDER BY id")
+            .unwrap()
+            .query_map([], row_from)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for row in rows {
+            let hash = chain_hash(&prev, &row);
+            c.execute(
+                "UPDATE audit_events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
+                params![prev, &hash[..], row.id],
+            )
+            .unwrap();
+            prev = hash.to_vec();
+        }
+    }
+
+    /// Appends legacy (plain SHA-256) rows, as binaries before schema 4 did.
+    fn append_legacy(c: &Connection, row: &AuditRow) {
+        let last: Option<(i64, Vec<u8>)> = c
+            .query_row("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .unwrap();
+        let (id, prev) = last.map_or((1, GENESIS.to_vec()), |(id, h)| (id + 1, h));
+        let row = AuditRow { id, ..row.clone() };
+        let hash = chain_hash(&prev, &row);
+        c.execute(
+            "INSERT INTO audit_events (id, ts, type, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, row.ts, row.event_type, row.detail, prev, &hash[..]],
+        )
+        .unwrap();
+    }
+
     #[test]
     fn the_chain_verifies_and_tampering_is_found() {
-        let mut c = db();
+        let (_dir, mut c) = db();
         for i in 0..5 {
             append(&mut c, &event(i, "login_success")).unwrap();
         }
-        assert_eq!(verify(&c).unwrap(), ChainReport { checked: 5, first_broken: None });
+        let report = verify(&c).unwrap();
+        assert_eq!((report.checked, report.first_broken, report.keyed_from), (5, None, 1));
+        assert_eq!(report.head, head(&c).unwrap());
+        assert_eq!(report.head.unwrap().id, 5);
         c.execute("UPDATE audit_events SET username = 'mallory' WHERE id = 3", []).unwrap();
-        assert_eq!(verify(&c).unwrap().first_broken, Some(3));
+        assert_eq!(broken(&c), Some(BrokenLink { id: 3, reason: BreakReason::Altered }));
+    }
+
+    #[test]
+    fn a_row_rewritten_with_the_plain_chain_recomputed_is_found() {
+        let (_dir, mut c) = db();
+        for i in 0..5 {
+            append(&mut c, &event(now_millis() + i, "login_success")).unwrap();
+        }
+        c.execute("UPDATE audit_events SET username = 'mallory' WHERE id = 3", []).unwrap();
+        recompute_plain_chain(&c);
+        assert_eq!(broken(&c), Some(BrokenLink { id: 1, reason: BreakReason::Unkeyed }));
+        // Moving the switch point past the head (in the database) does not
+        // make the rewritten events legacy: they are dated after the key.
+        c.execute("UPDATE meta SET value = '1000' WHERE key = 'audit_keyed_from'", []).unwrap();
+        assert_eq!(broken(&c), Some(BrokenLink { id: 1, reason: BreakReason::Unkeyed }));
+        c.execute("DELETE FROM meta WHERE key = 'audit_keyed_from'", []).unwrap();
+        assert_eq!(broken(&c), Some(BrokenLink { id: 1, reason: BreakReason::Unkeyed }));
     }
 
     #[test]
     fn deleting_a_row_breaks_the_chain() {
-        let mut c = db();
+        let (_dir, mut c) = db();
         for i in 0..4 {
             append(&mut c, &event(i, "logout")).unwrap();
         }
         c.execute("DELETE FROM audit_events WHERE id = 2", []).unwrap();
-        assert_eq!(verify(&c).unwrap().first_broken, Some(3));
+        assert_eq!(broken(&c), Some(BrokenLink { id: 3, reason: BreakReason::NotLinked }));
     }
 
     #[test]
-    fn pruning_keeps_the_rest_verifiable() {
-        let mut c = db();
-        for i in 0..6 {
+    fn a_legacy_chain_verifies_up_to_the_switch_and_keyed_after_it() {
+        let (dir, mut c) = db_at(3);
+        for i in 0..3 {
+            append_legacy(&c, &event(1_000 + i, "login_success"));
+        }
+        super::super::migrations::apply(&mut c).unwrap();
+        for i in 0..2 {
+            append(&mut c, &event(now_millis() + i, "logout")).unwrap();
+        }
+        let report = verify(&c).unwrap();
+        assert_eq!((report.checked, report.first_broken, report.keyed_from), (5, None, 4), "{report:?}");
+        // A legacy row altered is still found, with or without recomputing.
+        c.execute("UPDATE audit_events SET type = 'logout' WHERE id = 2", []).unwrap();
+        assert_eq!(broken(&c), Some(BrokenLink { id: 2, reason: BreakReason::Altered }));
+        recompute_plain_chain(&c);
+        assert_eq!(broken(&c), Some(BrokenLink { id: 4, reason: BreakReason::Unkeyed }));
+        // Without the key file, keyed rows cannot be checked: said so.
+        let (dir2, mut fresh) = db_at(3);
+        append_legacy(&fresh, &event(1_000, "login_success"));
+        super::super::migrations::apply(&mut fresh).unwrap();
+        append(&mut fresh, &event(now_millis(), "logout")).unwrap();
+        std::fs::remove_file(dir2.path().join(crate::audit::chain_key::KEY_FILE_NAME)).unwrap();
+        assert_eq!(broken(&fresh), Some(BrokenLink { id: 2, reason: BreakReason::KeyMissing }));
+        drop(dir);
+    }
+
+    #[test]
+    fn pruning_keeps_the_rest_verifiable_across_the_switch() {
+        let (_dir, mut c) = db_at(3);
+        for i in 0..3 {
+            append_legacy(&c, &event(i * 10, "logout"));
+        }
+        super::super::migrations::apply(&mut c).unwrap();
+        for i in 3..6 {
             append(&mut c, &event(i * 10, "logout")).unwrap();
         }
         assert_eq!(prune_before(&mut c, 25).unwrap(), 3);
-        assert_eq!(verify(&c).unwrap(), ChainReport { checked: 3, first_broken: None });
+        let report = verify(&c).unwrap();
+        assert_eq!((report.checked, report.first_broken), (3, None));
         append(&mut c, &event(70, "logout")).unwrap();
         assert_eq!(prune_before(&mut c, 1000).unwrap(), 4);
+        let anchor_head = head(&c).unwrap().unwrap();
+        assert_eq!((anchor_head.id, anchor_head.ts), (7, None));
         append(&mut c, &event(80, "logout")).unwrap();
         let report = verify(&c).unwrap();
-        assert_eq!(report, ChainReport { checked: 1, first_broken: None });
+        assert_eq!((report.checked, report.first_broken), (1, None));
+        assert_eq!(report.head.as_ref().map(|h| h.id), Some(8));
         assert_eq!(list(&c, &AuditFilter::default(), 10).unwrap()[0].id, 8);
+        c.execute("UPDATE audit_events SET detail = '{\"x\":1}' WHERE id = 8", []).unwrap();
+        assert_eq!(broken(&c), Some(BrokenLink { id: 8, reason: BreakReason::Altered }));
     }
 }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_meta.sql"),
     include_str!("migrations/0002_identity.sql"),
     include_str!("migrations/0003_messages.sql"),
+    include_str!("migrations/0004_audit_keyed.sql"),
 ];
 
 /// The schema version this binary writes.

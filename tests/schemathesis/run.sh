@@ -31,6 +31,9 @@
 #      identity's own user id, key id and token jti.
 #   3. every operation again as each other role (backoffice, esight, user), fewer
 #      cases: 403s and role-specific answers must be documented too.
+# hooks.py also drops exactly two kinds of failure that depend on the clock or on
+# stored state, which JSON Schema cannot state: a past `expires_at` for a new API
+# key (400) and a messageId accepted before with other content (422 `Conflict`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

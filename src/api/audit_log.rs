@@ -33,7 +33,7 @@ pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, 
         until: q.time("until")?,
         before_id: q.cursor()?,
     };
-    if q.get("format") == Some("csv") {
+    if q.one_of("format", &["csv"])?.is_some() {
         let rows = ctx.state.storage.run(move |c| store::list(c, &filter, CSV_MAX_ROWS)).await?;
         let mut out = Vec::new();
         crate::audit::csv_export::write(&mut out, &rows).map_err(|e| {

@@ -46,11 +46,7 @@ pub async fn bulk_retry(ctx: RequestContext, req: Request<Incoming>) -> Result<R
     }
     let fields: serde_json::Map<String, serde_json::Value> =
         if raw.iter().all(u8::is_ascii_whitespace) { Default::default() } else { parse_json(&raw)? };
-    let query: Vec<String> = fields
-        .iter()
-        .filter_map(|(k, v)| v.as_str().map(|s| format!("{k}={}", s.replace('&', "%26").replace('=', "%3D"))))
-        .collect();
-    let filter = super::send::filter(&Query::parse(Some(&query.join("&"))))?;
+    let filter = super::send::filter(&Query::from_json_fields(&fields, &super::send::FILTER_NAMES)?)?;
     if filter
         .status
         .is_some_and(|s| !matches!(s, messages::MessageStatus::Failed | messages::MessageStatus::Rejected))

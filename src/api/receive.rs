@@ -59,10 +59,7 @@ pub async fn post_report(ctx: RequestContext, req: Request<Incoming>) -> Result<
 /// `GET /api/v1/service/receive/errors`.
 pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, ApiError> {
     let q = Query::parse(query);
-    let message = q
-        .get("message_id")
-        .map(|m| m.parse::<i64>().map_err(|_| ApiError::bad_request("message_id must be a message id")))
-        .transpose()?;
+    let message = q.id("message_id", "message_id must be a message id")?;
     let f = ReportFilter {
         message,
         esight_id: q.string("esight_id"),

@@ -88,10 +88,15 @@ pub async fn post_messages(ctx: RequestContext, req: Request<Incoming>) -> Resul
     Ok(response::json(status, &report))
 }
 
+/// The names [`filter`] reads: the message list's query parameters and the
+/// bulk retry's body fields.
+pub const FILTER_NAMES: [&str; 8] =
+    ["status", "message_id", "meter_id", "site_id", "local_market", "data_feed_type", "since", "until"];
+
 /// Reads the message filters from a query.
 pub fn filter(q: &Query) -> Result<MessageFilter, ApiError> {
     let status = q
-        .get("status")
+        .present("status")
         .map(|s| {
             MessageStatus::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}")))
         })

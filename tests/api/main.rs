@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_fuzz_findings;
 mod apikeys;
 mod audit;
 mod cli_config;

@@ -33,6 +33,9 @@ pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, 
         until: q.time("until")?,
         before_id: q.cursor()?,
     };
+    // Checked in both forms (the document allows it in both); the CSV
+    // download is the whole filtered log up to its own cap, not a page.
+    let limit = q.limit()?;
     if q.one_of("format", &["csv"])?.is_some() {
         let rows = ctx.state.storage.run(move |c| store::list(c, &filter, CSV_MAX_ROWS)).await?;
         let mut out = Vec::new();
@@ -47,7 +50,6 @@ pub async fn list(ctx: RequestContext, query: Option<&str>) -> Result<Response, 
         );
         return Ok(r);
     }
-    let limit = q.limit()?;
     let rows = ctx.state.storage.run(move |c| store::list(c, &filter, limit)).await?;
     let last = rows.last().map(|r| r.id);
     Ok(response::json(StatusCode::OK, &page(rows.iter().map(view).collect(), limit, last)))

@@ -53,7 +53,7 @@ fn limit_and_status_present_but_empty_or_out_of_range_get_400() {
         let r = app.authed("GET", &format!("/api/v1/service/send/messages?{bad}"), &key, &token, None);
         r.assert_error(400, "BadRequest");
     }
-    for bad in ["format=", "format=xml"] {
+    for bad in ["format=", "format=xml", "format=csv&limit=0", "format=csv&limit=", "format=csv&cursor=x"] {
         let r = app.authed("GET", &format!("/api/v1/management/audit?{bad}"), &key, &token, None);
         r.assert_error(400, "BadRequest");
     }

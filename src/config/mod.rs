@@ -158,6 +158,9 @@ pub struct AuthConfig {
     pub audience: String,
     /// Shortest accepted new password.
     pub min_password_length: usize,
+    /// Lowest zxcvbn strength score (0–4) a new password must reach; 0 turns
+    /// the check off.
+    pub min_password_score: u8,
     /// Failed logins per username within the window before `429`.
     pub lockout_failures: u32,
     /// The window for `lockout_failures`.
@@ -184,6 +187,16 @@ pub struct AuthConfig {
     pub bootstrap_admin_password: Option<Secret>,
 }
 
+impl AuthConfig {
+    /// The rules every new password must meet.
+    pub fn password_rules(&self) -> crate::domain::user::PasswordRules {
+        crate::domain::user::PasswordRules {
+            min_chars: self.min_password_length,
+            min_score: self.min_password_score,
+        }
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
@@ -192,6 +205,7 @@ impl Default for AuthConfig {
             issuer: "energyload".into(),
             audience: "energyload".into(),
             min_password_length: 12,
+            min_password_score: 3,
             lockout_failures: 5,
             lockout_window: Duration::from_secs(15 * 60),
             lockout_ip_failures: 50,
@@ -378,6 +392,7 @@ impl Config {
         let a = &self.auth;
         check(!a.token_ttl.is_zero(), "auth.token_ttl", "must be above 0s")?;
         check((8..=128).contains(&a.min_password_length), "auth.min_password_length", "must be 8 to 128")?;
+        check(a.min_password_score <= 4, "auth.min_password_score", "must be 0 to 4")?;
         check(a.lockout_failures >= 1, "auth.lockout_failures", "must be at least 1")?;
         check(!a.lockout_window.is_zero(), "auth.lockout_window", "must be above 0s")?;
         check(!a.issuer.is_empty(), "auth.issuer", "must not be empty")?;

@@ -24,6 +24,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod outage;
+mod passwords;
 mod reload;
 mod reports;
 mod restore;

@@ -397,7 +397,11 @@ impl Config {
         check(!a.lockout_window.is_zero(), "auth.lockout_window", "must be above 0s")?;
         check(!a.issuer.is_empty(), "auth.issuer", "must not be empty")?;
         check(a.lockout_ip_failures >= 1, "auth.lockout_ip_failures", "must be at least 1")?;
-        check(a.api_key_rate_per_sec >= 0.0, "auth.api_key_rate_per_sec", "must not be negative")?;
+        check(
+            crate::auth::rate_limit::KeyRate::parse(Some(a.api_key_rate_per_sec), None).is_ok(),
+            "auth.api_key_rate_per_sec",
+            "must be 0 (unlimited) or from 0.001 to 1000000",
+        )?;
         check(a.api_key_burst >= 1, "auth.api_key_burst", "must be at least 1")?;
         check(
             a.argon2_memory_kib >= 8 * a.argon2_parallelism,

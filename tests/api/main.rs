@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod apikey_rates;
 mod apikeys;
 mod audit;
 mod cli_config;

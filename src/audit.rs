@@ -56,12 +56,14 @@ pub enum EventType {
     ConfigReloaded,
     /// A reload failed; the previous values stay in force.
     ConfigReloadFailed,
+    /// Users changed their own password (`POST /user/password`).
+    PasswordChanged,
 }
 
 impl EventType {
     /// Every event type (the audit filter lists and the OpenAPI enum are
     /// checked against it).
-    pub const ALL: [EventType; 18] = [
+    pub const ALL: [EventType; 19] = [
         Self::LoginSuccess,
         Self::LoginFailure,
         Self::Logout,
@@ -80,6 +82,7 @@ impl EventType {
         Self::DeliveryResumed,
         Self::ConfigReloaded,
         Self::ConfigReloadFailed,
+        Self::PasswordChanged,
     ];
 
     /// The stored name, as the contract spells it.
@@ -103,6 +106,7 @@ impl EventType {
             Self::DeliveryResumed => "delivery_resumed",
             Self::ConfigReloaded => "config_reloaded",
             Self::ConfigReloadFailed => "config_reload_failed",
+            Self::PasswordChanged => "password_changed",
         }
     }
 }
@@ -246,6 +250,7 @@ mod tests {
                 T::DeliveryResumed => 15,
                 T::ConfigReloaded => 16,
                 T::ConfigReloadFailed => 17,
+                T::PasswordChanged => 18,
             };
             assert!(seen.insert(index), "{} twice in ALL", t.as_str());
         }

@@ -121,9 +121,25 @@ pub fn update(conn: &Connection, id: &str, changes: UserChanges) -> Result<UserR
     Ok(u)
 }
 
-/// Hashes a new password with the configured settings (CLI paths).
-pub fn hash_new_password(config: &Config, raw: String) -> Result<String, UserError> {
-    let password = NewPassword::parse(raw, config.auth.min_password_length)?;
+/// Ends the sessions of user `id` after a password change: every live token
+/// except `keep` (the caller's own token when users change their own
+/// password; `None` for an admin's reset or `user passwd`). `by` is who did
+/// it (user id), recorded on the revoked rows. Run it in the transaction that
+/// changes the password, so both hold or neither does. Returns how many
+/// sessions ended.
+pub fn end_sessions_after_password_change(
+    conn: &Connection,
+    id: &str,
+    keep: Option<&str>,
+    by: Option<&str>,
+) -> Result<usize, UserError> {
+    Ok(store::revoke_user_sessions(conn, id, keep, by, now_millis())?)
+}
+
+/// Checks a new password of user `username` against the length and strength
+/// rules and hashes it with the configured settings (CLI paths).
+pub fn hash_new_password(config: &Config, username: &str, raw: String) -> Result<String, UserError> {
+    let password = NewPassword::parse_new(raw, &config.auth.password_rules(), &[username])?;
     let a = &config.auth;
     let settings = Argon2Settings::new(a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism)
         .map_err(|e| UserError::Hash(e.to_string()))?;
@@ -143,7 +159,8 @@ pub fn bootstrap_admin(conn: &mut Connection, config: &Config) -> Result<(), Str
         return Ok(());
     }
     let username = Username::parse(name).map_err(|e| e.to_string())?;
-    let hash = hash_new_password(config, password.expose().to_string()).map_err(|e| e.to_string())?;
+    let hash = hash_new_password(config, username.as_str(), password.expose().to_string())
+        .map_err(|e| e.to_string())?;
     let record = create(conn, &username, hash, &Roles::single(Role::Admin), Some("bootstrap"))
         .map_err(|e| e.to_string())?;
     let event = crate::audit::Event::new(

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::RequestContext;
 use crate::audit::EventType;
 use crate::auth::NewApiKey;
+use crate::auth::rate_limit::KeyRate;
 use crate::clock::{format_millis, now_millis, parse_rfc3339_millis};
 use crate::http::ApiError;
 use crate::http::request::read_json;
@@ -84,16 +85,19 @@ pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Respo
     if expires_at.is_some_and(|e| e <= now_millis()) {
         return Err(ApiError::bad_request("expires_at must be in the future"));
     }
-    if b.rate_per_sec.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(ApiError::bad_request("rate_per_sec must be above 0"));
+    // A key's own limit is above 0 (0 means "unlimited" only for the
+    // configured default); omit rate_per_sec for no own limit.
+    if b.rate_per_sec == Some(0.0) {
+        return Err(ApiError::bad_request("rate_per_sec must be above 0; omit it for no own limit"));
     }
+    let rate = KeyRate::parse(b.rate_per_sec, b.burst).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let key = NewApiKey::generate().map_err(|e| {
         tracing::error!(error = %e, "cannot generate a key");
         ApiError::internal()
     })?;
     let mut record = new_record(&key, name, ctx.caller.user.as_ref().map(|p| p.user_id.clone()), expires_at);
-    record.rate_per_sec = b.rate_per_sec;
-    record.burst = b.burst.map(i64::from);
+    record.rate_per_sec = rate.map(|r| r.per_sec());
+    record.burst = rate.map(|r| i64::from(r.burst()));
     let stored = record.clone();
     let event = ctx
         .event(EventType::ApikeyCreated)

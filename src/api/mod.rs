@@ -10,6 +10,7 @@ mod context;
 mod manage;
 mod ops;
 mod params;
+mod password;
 mod pipeline;
 mod receive;
 mod send;
@@ -45,6 +46,7 @@ pub enum Endpoint {
     Login,
     Logout,
     CurrentUser,
+    ChangeOwnPassword,
     AdminSignIn,
     AdminSession,
     AdminSignOut,
@@ -114,6 +116,7 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/login", E::Login, Key),
     route(Post, "/logout", E::Logout, Roles(ALL)),
     route(Get, "/user", E::CurrentUser, Roles(ALL)),
+    route(Post, "/user/password", E::ChangeOwnPassword, Roles(ALL)),
     route(Get, "/admin/", E::AdminPage, Open),
     route(Get, "/admin/{*path}", E::AdminPage, Open),
     route(Post, "/admin/session", E::AdminSignIn, Open),
@@ -170,6 +173,7 @@ pub async fn dispatch(
         E::Login => session::login(ctx, req).await,
         E::Logout => session::logout(ctx).await,
         E::CurrentUser => session::current_user(&ctx),
+        E::ChangeOwnPassword => password::change_own(ctx, req).await,
         E::AdminSignIn => session::admin_sign_in(ctx, req).await,
         E::AdminSession => session::admin_session(&ctx),
         E::AdminSignOut => session::admin_sign_out(ctx).await,

@@ -11,9 +11,8 @@ use serde_json::json;
 use super::RequestContext;
 use super::params::{Query, page};
 use crate::audit::EventType;
-use crate::auth::PasswordError;
 use crate::clock::{format_millis, now_millis};
-use crate::domain::user::{NewPassword, Roles, UserStatus, Username};
+use crate::domain::user::{Roles, UserStatus, Username};
 use crate::http::ApiError;
 use crate::http::request::read_json;
 use crate::http::response::{self, Response};
@@ -52,18 +51,10 @@ fn user_error(e: UserError) -> ApiError {
     }
 }
 
-async fn hash(ctx: &RequestContext, raw: String) -> Result<String, ApiError> {
-    let password = NewPassword::parse(raw, ctx.state.config.auth.min_password_length)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    ctx.state.passwords.hash(password).await.map_err(|e| match e {
-        PasswordError::Overloaded { retry_after_secs } => {
-            ApiError::unavailable("password hashing is busy", retry_after_secs)
-        }
-        other => {
-            tracing::error!(error = %other, "hashing failed");
-            ApiError::internal()
-        }
-    })
+/// Parses a new password of `username` (length and strength rules) and hashes it.
+async fn hash(ctx: &RequestContext, raw: String, username: &str) -> Result<String, ApiError> {
+    let password = super::password::parse_new_password(ctx, raw, username).await?;
+    super::password::hash_new_password(ctx, password).await
 }
 
 fn parse_roles(names: &[String]) -> Result<Roles, ApiError> {
@@ -110,7 +101,7 @@ pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Respo
             ctx.state.directory.user_by_name(username.as_str()).map(|u| u.id.clone()).unwrap_or_default();
         return Err(user_error(UserError::Conflict { existing_id: existing }));
     }
-    let hash = hash(&ctx, b.password).await?;
+    let hash = hash(&ctx, b.password, username.as_str()).await?;
     let creator = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
     let event = ctx.event(EventType::UserCreated);
     let record = change(
@@ -137,23 +128,36 @@ pub async fn edit(ctx: RequestContext, req: Request<Incoming>) -> Result<Respons
         .as_deref()
         .map(|s| UserStatus::parse(s).map_err(|e| ApiError::bad_request(e.to_string())))
         .transpose()?;
-    if ctx.state.directory.user(&id).is_none() {
-        return Err(ApiError::not_found("no such user"));
-    }
+    let target_user = ctx.state.directory.user(&id).ok_or_else(|| ApiError::not_found("no such user"))?;
     let changed: Vec<&str> =
         [("password", b.password.is_some()), ("roles", roles.is_some()), ("status", status.is_some())]
             .into_iter()
             .filter_map(|(k, set)| set.then_some(k))
             .collect();
     let password_hash = match b.password {
-        Some(p) => Some(hash(&ctx, p).await?),
+        Some(p) => Some(hash(&ctx, p, &target_user.username).await?),
         None => None,
     };
+    // A password reset ends every session of the user, in the same
+    // transaction: whoever held a token of the old password loses it.
+    let reset = password_hash.is_some();
+    let by = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
     let changes = UserChanges { password_hash, roles, status };
     let target = id.clone();
     let event =
         ctx.event(EventType::UserModified).with("target_user_id", id).with("changed", changed.join(","));
-    let record = change(&ctx, move |c| service::update(c, &target, changes), move |_| event).await?;
+    let record = change(
+        &ctx,
+        move |c| {
+            let record = service::update(c, &target, changes)?;
+            if reset {
+                service::end_sessions_after_password_change(c, &target, None, by.as_deref())?;
+            }
+            Ok(record)
+        },
+        move |_| event,
+    )
+    .await?;
     Ok(response::json(StatusCode::OK, &service::view(&record)))
 }
 

@@ -176,7 +176,8 @@ pub fn user(loaded: &LoadedConfig, cmd: UserCommand) -> ExitCode {
                 let username = Username::parse(&name).map_err(|e| e.to_string())?;
                 let roles = roles(&names)?;
                 let (password, generated) = read_password(password_file.as_deref())?;
-                let hash = users::hash_new_password(config, password.clone()).map_err(user_err)?;
+                let hash = users::hash_new_password(config, username.as_str(), password.clone())
+                    .map_err(user_err)?;
                 let r = users::create(&conn, &username, hash, &roles, Some("cli")).map_err(user_err)?;
                 record_blocking(
                     &mut conn,
@@ -191,14 +192,25 @@ pub fn user(loaded: &LoadedConfig, cmd: UserCommand) -> ExitCode {
             UserCommand::Passwd { name, password_file } => {
                 let u = find(&conn, &name)?;
                 let (password, generated) = read_password(password_file.as_deref())?;
-                let hash = users::hash_new_password(config, password.clone()).map_err(user_err)?;
+                let hash =
+                    users::hash_new_password(config, &u.username, password.clone()).map_err(user_err)?;
                 let changes = UserChanges { password_hash: Some(hash), ..Default::default() };
-                users::update(&conn, &u.id, changes).map_err(user_err)?;
+                // The new password, the end of every session of the user and
+                // the audit event commit together; a running server sees the
+                // revocations within a second (auth_generation).
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(|e| e.to_string())?;
+                users::update(&tx, &u.id, changes).map_err(user_err)?;
+                let ended =
+                    users::end_sessions_after_password_change(&tx, &u.id, None, None).map_err(user_err)?;
                 let ev = cli_event(EventType::UserModified)
                     .with("target_user_id", u.id)
-                    .with("changed", "password");
-                record_blocking(&mut conn, ev).map_err(|e| e.to_string())?;
-                println!("password of {name} changed");
+                    .with("changed", "password")
+                    .with("sessions_ended", ended);
+                crate::audit::record_in(&tx, ev).map_err(|e| e.to_string())?;
+                tx.commit().map_err(|e| e.to_string())?;
+                println!("password of {name} changed; {ended} session(s) ended");
                 if generated {
                     println!("password: {password}");
                 }

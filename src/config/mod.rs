@@ -164,6 +164,9 @@ pub struct AuthConfig {
     pub audience: String,
     /// Shortest accepted new password.
     pub min_password_length: usize,
+    /// Lowest zxcvbn strength score (0–4) a new password must reach; 0 turns
+    /// the check off.
+    pub min_password_score: u8,
     /// Failed logins per username within the window before `429`.
     pub lockout_failures: u32,
     /// The window for `lockout_failures`.
@@ -190,6 +193,16 @@ pub struct AuthConfig {
     pub bootstrap_admin_password: Option<Secret>,
 }
 
+impl AuthConfig {
+    /// The rules every new password must meet.
+    pub fn password_rules(&self) -> crate::domain::user::PasswordRules {
+        crate::domain::user::PasswordRules {
+            min_chars: self.min_password_length,
+            min_score: self.min_password_score,
+        }
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
@@ -198,6 +211,7 @@ impl Default for AuthConfig {
             issuer: "energyload".into(),
             audience: "energyload".into(),
             min_password_length: 12,
+            min_password_score: 3,
             lockout_failures: 5,
             lockout_window: Duration::from_secs(15 * 60),
             lockout_ip_failures: 50,
@@ -384,11 +398,16 @@ impl Config {
         let a = &self.auth;
         check(!a.token_ttl.is_zero(), "auth.token_ttl", "must be above 0s")?;
         check((8..=128).contains(&a.min_password_length), "auth.min_password_length", "must be 8 to 128")?;
+        check(a.min_password_score <= 4, "auth.min_password_score", "must be 0 to 4")?;
         check(a.lockout_failures >= 1, "auth.lockout_failures", "must be at least 1")?;
         check(!a.lockout_window.is_zero(), "auth.lockout_window", "must be above 0s")?;
         check(!a.issuer.is_empty(), "auth.issuer", "must not be empty")?;
         check(a.lockout_ip_failures >= 1, "auth.lockout_ip_failures", "must be at least 1")?;
-        check(a.api_key_rate_per_sec >= 0.0, "auth.api_key_rate_per_sec", "must not be negative")?;
+        check(
+            crate::auth::rate_limit::KeyRate::parse(Some(a.api_key_rate_per_sec), None).is_ok(),
+            "auth.api_key_rate_per_sec",
+            "must be 0 (unlimited) or from 0.001 to 1000000",
+        )?;
         check(a.api_key_burst >= 1, "auth.api_key_burst", "must be at least 1")?;
         check(
             a.argon2_memory_kib >= 8 * a.argon2_parallelism,

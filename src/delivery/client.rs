@@ -16,6 +16,10 @@ use crate::metrics::Metrics;
 
 /// Renew the token this long before eSight says it expires.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
+/// The longest an eSight token is kept, whatever `expires_in` says: a day.
+/// eSight's tokens live minutes to hours; a larger value is a fault (or a
+/// hostile answer) and must neither overflow `Instant` nor pin a token forever.
+const TOKEN_MAX_LIFE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The configured eSight endpoints and credentials (all present).
 #[derive(Clone)]
@@ -113,6 +117,16 @@ struct Token {
     renew_at: Option<Instant>,
 }
 
+/// When to fetch a new token, for one that eSight says lives `expires_in`
+/// seconds from `now`: a little before it expires (`TOKEN_RENEW_MARGIN`, at
+/// most half its life), its life capped at `TOKEN_MAX_LIFE`. Never panics,
+/// whatever the number.
+fn renew_at(now: Instant, expires_in: u64) -> Instant {
+    let life = Duration::from_secs(expires_in).min(TOKEN_MAX_LIFE);
+    let keep = life.saturating_sub(TOKEN_RENEW_MARGIN.min(life / 2));
+    now.checked_add(keep).unwrap_or(now)
+}
+
 /// Site and meter codes known to eSight.
 #[derive(Debug, Clone, Default)]
 pub struct CatalogCodes {
@@ -195,10 +209,7 @@ impl EsightClient {
                 .call();
             read_json(resp)
         })?;
-        let renew_at = answer.expires_in.map(|secs| {
-            let life = Duration::from_secs(secs);
-            Instant::now() + life.saturating_sub(TOKEN_RENEW_MARGIN.min(life / 2))
-        });
+        let renew_at = answer.expires_in.map(|secs| renew_at(Instant::now(), secs));
         *slot = Some(Token { value: answer.access_token.clone(), renew_at });
         Ok(answer.access_token)
     }
@@ -286,4 +297,22 @@ fn read_json<T: for<'de> Deserialize<'de>>(
         .read_to_vec()
         .map_err(|e| CallError::Transport(e.to_string()))?;
     serde_json::from_slice(&bytes).map_err(|e| CallError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod token_life_tests {
+    use super::*;
+
+    #[test]
+    fn huge_expires_in_is_capped_at_a_day_without_panicking() {
+        let now = Instant::now();
+        for huge in [u64::MAX, u64::MAX - 1, u64::MAX / 2, 1 << 63, 10_u64.pow(18)] {
+            let at = renew_at(now, huge);
+            assert!(at > now, "{huge}");
+            assert!(at.duration_since(now) <= TOKEN_MAX_LIFE, "{huge}");
+        }
+        assert_eq!(renew_at(now, 3600), now + Duration::from_secs(3570));
+        assert_eq!(renew_at(now, 0), now);
+        assert_eq!(renew_at(now, 20), now + Duration::from_secs(10));
+    }
 }

@@ -55,7 +55,7 @@ fn random_password() -> String {
 /// Creates or resets a user with a new random password.
 fn ensure_user(conn: &Connection, config: &Config, name: &str, role: Role) -> Result<String, String> {
     let password = random_password();
-    let hash = users::hash_new_password(config, password.clone()).map_err(|e| e.to_string())?;
+    let hash = users::hash_new_password(config, name, password.clone()).map_err(|e| e.to_string())?;
     let username = Username::parse(name).map_err(|e| e.to_string())?;
     match identity::user_by_name(conn, name).map_err(|e| e.to_string())? {
         Some(u) => {

@@ -37,6 +37,17 @@ pub enum UserValueError {
     /// A new password longer than [`NewPassword::MAX_CHARS`].
     #[error("password must be at most {max} characters", max = NewPassword::MAX_CHARS)]
     PasswordTooLong,
+    /// A new password that is too easy to guess (zxcvbn score below the
+    /// configured floor). `hint` is zxcvbn's advice, never the password.
+    #[error("password is too easy to guess (strength {score} of 4, at least {min} needed){hint}")]
+    PasswordTooWeak {
+        /// The password's zxcvbn score, 0–4.
+        score: u8,
+        /// The configured floor (`auth.min_password_score`).
+        min: u8,
+        /// `: ` and zxcvbn's warning and suggestions, or empty.
+        hint: String,
+    },
 }
 
 /// A login name: 3–64 characters of `A–Z a–z 0–9 . _ @ -`.
@@ -254,10 +265,26 @@ impl fmt::Display for UserStatus {
     }
 }
 
+/// The rules a new password must meet: a length range and a strength floor
+/// (`auth.min_password_length`, `auth.min_password_score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordRules {
+    /// The fewest characters (Unicode scalar values).
+    pub min_chars: usize,
+    /// The lowest zxcvbn score accepted, 0–4 (0 turns the check off).
+    pub min_score: u8,
+}
+
+impl PasswordRules {
+    /// The highest zxcvbn score.
+    pub const MAX_SCORE: u8 = 4;
+}
+
 /// A password chosen by a user or admin, checked against the length policy:
 /// at least the configured minimum and at most [`NewPassword::MAX_CHARS`]
-/// characters (Unicode scalar values, not bytes). Its `Debug` output is
-/// redacted; it has no `Display` and no `Serialize`.
+/// characters (Unicode scalar values, not bytes), and — through
+/// [`NewPassword::parse_new`] — against the strength floor. Its `Debug` output
+/// is redacted; it has no `Display` and no `Serialize`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewPassword(String);
 
@@ -265,8 +292,10 @@ impl NewPassword {
     /// The most characters a password may have (bounds hashing input).
     pub const MAX_CHARS: usize = 128;
 
-    /// Checks `raw` against the policy with the configured minimum length
-    /// (`auth.min_password_length`).
+    /// Checks `raw` against the length rules only, with the configured
+    /// minimum length (`auth.min_password_length`). For a password that
+    /// already verified and is hashed again with the current settings; a
+    /// password being set uses [`NewPassword::parse_new`].
     pub fn parse(raw: String, min_chars: usize) -> Result<Self, UserValueError> {
         let chars = raw.chars().count();
         if chars < min_chars {
@@ -276,6 +305,37 @@ impl NewPassword {
         } else {
             Ok(Self(raw))
         }
+    }
+
+    /// Checks a password being set (admin create/edit, `user add`/`passwd`,
+    /// a user's own change, the bootstrap admin) against the length rules and
+    /// then zxcvbn's strength estimate, which penalises `context` words (the
+    /// username, the product name) appearing in it. The error says why and
+    /// what would help, never what the password was.
+    pub fn parse_new(raw: String, rules: &PasswordRules, context: &[&str]) -> Result<Self, UserValueError> {
+        let password = Self::parse(raw, rules.min_chars)?;
+        if rules.min_score == 0 {
+            return Ok(password);
+        }
+        let mut inputs = vec!["energyload", "esight"];
+        inputs.extend_from_slice(context);
+        let estimate = zxcvbn::zxcvbn(password.expose(), &inputs);
+        let score = u8::from(estimate.score());
+        if score >= rules.min_score {
+            return Ok(password);
+        }
+        let advice: Vec<String> = estimate
+            .feedback()
+            .map(|f| {
+                f.warning()
+                    .map(|w| w.to_string())
+                    .into_iter()
+                    .chain(f.suggestions().iter().map(|s| s.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hint = if advice.is_empty() { String::new() } else { format!(": {}", advice.join(" ")) };
+        Err(UserValueError::PasswordTooWeak { score, min: rules.min_score, hint })
     }
 
     /// The password itself, for hashing. Never log or store it.
@@ -400,5 +460,50 @@ mod tests {
         let err = NewPassword::parse("secret".into(), 12).unwrap_err();
         assert!(!err.to_string().contains("secret"));
         assert!(!format!("{err:?}").contains("secret"));
+    }
+
+    const RULES: PasswordRules = PasswordRules { min_chars: 12, min_score: 3 };
+
+    #[test]
+    fn new_passwords_below_the_strength_floor_are_refused_with_a_reason() {
+        for weak in ["password1234", "aaaaaaaaaaaa", "qwertyuiopasdf", "123456789012", "alice-alice-alice"] {
+            let err = NewPassword::parse_new(weak.into(), &RULES, &["alice"]).unwrap_err();
+            let UserValueError::PasswordTooWeak { score, min: 3, .. } = &err else {
+                panic!("{weak}: {err:?}")
+            };
+            assert!(*score < 3, "{weak}");
+            let message = err.to_string();
+            assert!(message.starts_with("password is too easy to guess"), "{message}");
+            assert!(!message.contains(weak), "the message echoes the password: {message}");
+        }
+    }
+
+    #[test]
+    fn strong_and_generated_passwords_pass_the_floor() {
+        for strong in ["correct-horse-battery-staple", "Tr0ub4dor&3-meter-feed", "vN7#q2!xLr9@Wz"] {
+            assert!(NewPassword::parse_new(strong.into(), &RULES, &["alice"]).is_ok(), "{strong}");
+        }
+        // What `user add` and the demo generate: 18 random bytes, base64url.
+        use base64::Engine;
+        for _ in 0..50 {
+            let bytes: [u8; 18] = rand::random();
+            let generated = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            let max = PasswordRules { min_chars: 12, min_score: PasswordRules::MAX_SCORE };
+            assert!(NewPassword::parse_new(generated, &max, &[]).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_username_counts_against_the_password_and_a_zero_floor_turns_the_check_off() {
+        // Strong on its own, weak when it is the username twice over.
+        let name = "meterfeed-gateway";
+        assert!(NewPassword::parse_new(format!("{name}{name}"), &RULES, &[name]).is_err());
+        let off = PasswordRules { min_chars: 12, min_score: 0 };
+        assert!(NewPassword::parse_new("password1234".into(), &off, &[]).is_ok());
+        // The length rules still come first.
+        assert_eq!(
+            NewPassword::parse_new("short".into(), &RULES, &[]),
+            Err(UserValueError::PasswordTooShort { min: 12 })
+        );
     }
 }

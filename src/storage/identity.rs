@@ -236,6 +236,25 @@ pub fn revoke_session(
     Ok(found)
 }
 
+/// Revokes every live (unrevoked, unexpired) session of a user except the one
+/// with `except_jti` (the caller's own, when a user changes their password);
+/// returns how many were revoked. The `sessions_revoked` trigger bumps
+/// `auth_generation`, so a running server drops them from memory within a
+/// second even when this runs in another process (the CLI).
+pub fn revoke_user_sessions(
+    conn: &Connection,
+    user_id: &str,
+    except_jti: Option<&str>,
+    by: Option<&str>,
+    now: i64,
+) -> Result<usize, StorageError> {
+    Ok(conn.execute(
+        "UPDATE sessions SET revoked_at = ?3, revoked_by = ?4
+         WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?3 AND jti IS NOT ?2",
+        params![user_id, except_jti, now, by],
+    )?)
+}
+
 /// Live (unexpired, unrevoked) sessions of a user, newest first.
 pub fn live_sessions(conn: &Connection, user_id: &str, now: i64) -> Result<Vec<SessionRecord>, StorageError> {
     let mut stmt = conn.prepare(

@@ -5,6 +5,7 @@
 mod common;
 
 mod api_fuzz_findings;
+mod apikey_rates;
 mod apikeys;
 mod audit;
 mod cli_config;
@@ -28,6 +29,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod outage;
+mod passwords;
 mod reload;
 mod reports;
 mod restore;

@@ -91,7 +91,9 @@ fn invalid_usernames_passwords_and_roles_are_400() {
         r.assert_error(400, "BadRequest");
     }
     // The bounds themselves are accepted.
-    for (name, password) in [("abc", "x".repeat(12)), (&*"b".repeat(64), "y".repeat(128))] {
+    // (Strong enough for the default auth.min_password_score as well.)
+    let longest: String = "plum-Tractor-57-velvet-Orbit-".repeat(5).chars().take(128).collect();
+    for (name, password) in [("abc", "vN7#q2!xLr9@".to_string()), (&*"b".repeat(64), longest)] {
         let body = json!({"username": name, "password": password, "roles": ["user"]});
         assert_eq!(app.authed("POST", CREATE, &key, &token, Some(&body)).status, 201, "{name}");
     }

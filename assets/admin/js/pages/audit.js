@@ -10,7 +10,7 @@ export const title = 'Audit';
 const TYPES = ['login_success', 'login_failure', 'logout', 'access_denied', 'account_locked', 'account_unlocked',
   'user_created', 'user_modified', 'user_deactivated', 'apikey_created', 'apikey_revoked', 'message_retried',
   'backup_downloaded', 'backup_restored', 'delivery_paused', 'delivery_resumed', 'config_reloaded',
-  'config_reload_failed'];
+  'config_reload_failed', 'password_changed'];
 
 const FIELDS = [
   { name: 'type', label: 'Event type', type: 'select', options: [['', 'Any type'], ...TYPES.map((t) => [t, t.replace(/_/g, ' ')])] },

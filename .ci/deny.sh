@@ -7,12 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The crate graph needs every package's manifest, also of platform-specific
+# crates never built here; crates.io is reachable, only the advisory
+# database is not. `--offline` below then keeps cargo-deny from fetching.
+cargo fetch --locked --quiet
+
 dbs=$(mktemp -d)
 trap 'rm -rf "$dbs"' EXIT
-# cargo-deny looks for each of deny.toml's db-urls in a directory named after
-# the URL under db-path; ask it which (`--format json` of a fetch-less run
-# names no path, so the name is derived here the same way: it is printed by
-# `cargo deny fetch` as the clone target and stable for one URL).
+# cargo-deny looks for each of deny.toml's db-urls under db-path, in a
+# directory named after the URL (a hash of it: stable for one URL; a run
+# without it names the path it expected).
 db_dir="$dbs/advisory-db-3157b0e258782691"
 git clone --quiet --branch main .ci/advisory-db.bundle "$db_dir"
 echo "advisory database snapshot: $(git -C "$db_dir" log -1 --format='%cs %s')"

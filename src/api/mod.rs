@@ -8,7 +8,8 @@ mod apikeys;
 mod audit_log;
 mod manage;
 mod ops;
-mod params;
+/// Query-string and list-cursor parsing; public so `fuzz/` can reach it.
+pub mod params;
 mod receive;
 mod send;
 mod session;

@@ -9,7 +9,8 @@ mod audit_log;
 mod context;
 mod manage;
 mod ops;
-mod params;
+/// Query-string and list-cursor parsing; public so `fuzz/` can reach it.
+pub mod params;
 mod password;
 mod pipeline;
 mod receive;

@@ -90,6 +90,26 @@ pub fn load(
     Ok(LoadedConfig { config, file })
 }
 
+/// Loads the configuration from the text of a config file said to be at
+/// `path` (only named in errors, never read) and `env`, through the same
+/// steps as [`load`]: parse, layer the environment, resolve `<key>_file`
+/// secrets (those files are read), deserialise, validate. For the fuzz
+/// target `config_load`, which must not depend on files or the process
+/// environment.
+pub fn load_from_text(
+    text: &str,
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut layers = Layers::default();
+    layers.add_text(text, ConfigSource::File(path.to_path_buf()))?;
+    for (var, value) in env {
+        layers.add_env(&var, &value)?;
+    }
+    layers.resolve_secret_files()?;
+    layers.into_config()
+}
+
 /// The merged raw table and the source of every key in it.
 #[derive(Default)]
 struct Layers {
@@ -110,6 +130,11 @@ impl Layers {
             origin: source.clone(),
             message: format!("cannot read: {e}"),
         })?;
+        self.add_text(&text, source)
+    }
+
+    /// Merges the text of a config file, read from `source`.
+    fn add_text(&mut self, text: &str, source: ConfigSource) -> Result<(), ConfigError> {
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
             ConfigError {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, ConfigSource, LoadedConfig, load};
+pub use load::{ConfigError, ConfigSource, LoadedConfig, load, load_from_text};
 pub use secure_cookies::SecureCookies;
 pub use values::{Duration, IpNetwork, Secret, canonical as canonical_ip};
 

@@ -122,6 +122,8 @@ fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError>
     let storage_cfg = &config.storage;
     crate::storage::create_private_dir(&storage_cfg.data_dir)?;
     let lock = DataDirLock::acquire(&storage_cfg.data_dir)?;
+    // Under the lock: no other server is mid-download.
+    crate::storage::clear_downloads(&storage_cfg.data_dir);
     let storage = Storage::open(storage_cfg)?;
     let status = storage.migrate()?;
     tracing::info!(schema_version = status.current, data_dir = %storage_cfg.data_dir.display(), "storage ready");

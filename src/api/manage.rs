@@ -75,7 +75,7 @@ pub fn config(ctx: &RequestContext) -> Response {
 
 /// `GET /api/v1/management/backup`: a consistent snapshot, streamed.
 pub async fn backup(ctx: RequestContext) -> Result<Response, ApiError> {
-    let dir = ctx.state.storage.data_dir().join("backups-tmp");
+    let dir = ctx.state.storage.data_dir().join(crate::storage::DOWNLOADS_DIR);
     let path = dir.join(format!("download-{}.db", uuid::Uuid::now_v7()));
     let target = path.clone();
     ctx.state
@@ -85,7 +85,10 @@ pub async fn backup(ctx: RequestContext) -> Result<Response, ApiError> {
             crate::storage::snapshot_to_file(c, &target).map(|_| ())
         })
         .await?;
-    ctx.audit(ctx.event(EventType::BackupDownloaded)).await?;
+    if let Err(e) = ctx.audit(ctx.event(EventType::BackupDownloaded)).await {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     let file = std::fs::File::open(&path).map_err(|e| {
         tracing::error!(error = %e, "cannot open the snapshot");
         ApiError::internal()

@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::config::{StorageConfig, Synchronous};
 
-pub use backup::snapshot_to_file;
+pub use backup::{DOWNLOADS_DIR, clear_downloads, snapshot_to_file};
 pub use restore::{RestorePlan, RestoreReport, RestoredCounts, restore};
 
 pub use error::StorageError;

@@ -96,3 +96,53 @@ fn backup_without_a_database_fails_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no database"));
 }
+
+#[test]
+fn a_cli_backup_is_private_under_a_permissive_umask_and_leaves_no_temp_file() {
+    let app = spawn_app();
+    assert_eq!(app.get("/readyz").status, 200);
+    let file = write_config(app.dir.path(), "");
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("snapshot.db");
+    // The operator's shell: umask 022 would make a new file world-readable.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$0\" backup \"$1\" --config \"$2\"")
+        .arg(crate::common::process::bin())
+        .arg(&target)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+    // A backup whose final rename fails (the name is a directory) leaves
+    // no temporary file behind, and neither does a crashed one (pid 0).
+    std::fs::write(out_dir.path().join(".taken.partial-0"), b"left by a crash").unwrap();
+    let taken = out_dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("x"), b"x").unwrap();
+    let out = run_cli(&file, &["backup", taken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let left: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn backup_downloads_leave_nothing_behind_and_a_restart_sweeps_what_a_crash_left() {
+    let app = spawn_app();
+    let (key, token, _) = app.admin_session();
+    let r = app.authed("GET", "/api/v1/management/backup", &key, &token, None);
+    assert_eq!(r.status, 200);
+    let downloads = app.data_dir().join(energyload::storage::DOWNLOADS_DIR);
+    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0);
+    std::fs::write(downloads.join("download-crashed.db"), b"a copy of every user and hash").unwrap();
+    let (dir, config) = app.stop();
+    let app = start(dir, config);
+    assert_eq!(app.get("/readyz").status, 200);
+    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0);
+}

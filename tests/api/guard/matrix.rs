@@ -71,7 +71,7 @@ enum Cookie {
     Junk,
     Session(Role),
     SessionWithoutCsrf,
-    BearerTokenInCookie,
+    BearerTokenMovedIn,
     SecureNameOverPlainHttp,
 }
 
@@ -90,7 +90,7 @@ fn tokens() -> Vec<Token> {
 fn cookies() -> Vec<Cookie> {
     let mut c = vec![Cookie::None, Cookie::Junk];
     c.extend(ROLES.map(Cookie::Session));
-    c.extend([Cookie::SessionWithoutCsrf, Cookie::BearerTokenInCookie, Cookie::SecureNameOverPlainHttp]);
+    c.extend([Cookie::SessionWithoutCsrf, Cookie::BearerTokenMovedIn, Cookie::SecureNameOverPlainHttp]);
     c
 }
 
@@ -402,7 +402,7 @@ fn send(
             let (t, _) = page(Role::Admin);
             headers.push(("Cookie".into(), format!("el_session={t}")));
         }
-        Cookie::BearerTokenInCookie => {
+        Cookie::BearerTokenMovedIn => {
             let t = creds.bearer[&Role::Admin].clone();
             let csrf = energyload::auth::guard::csrf_token(claims_of(&t)["jti"].as_str().unwrap());
             headers.push(("Cookie".into(), format!("el_session={t}")));

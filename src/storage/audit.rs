@@ -256,7 +256,8 @@ pub fn append_keyed(tx: &Connection, row: &AuditRow, key: &ChainKey) -> Result<i
     Ok(id)
 }
 
-fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+/// An audit row as read from a `SELECT *` of `audit_events`.
+pub fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
         id: r.get("id")?,
         ts: r.get("ts")?,

@@ -223,21 +223,7 @@ fn rewrite_and_recompute_plain_chain(db: &rusqlite::Connection, from_id: i64) {
         .unwrap_or_else(|_| vec![0; 32]);
     let mut stmt = db.prepare("SELECT * FROM audit_events WHERE id >= ?1 ORDER BY id").unwrap();
     let rows: Vec<energyload::storage::audit::AuditRow> = stmt
-        .query_map([from_id], |r| {
-            Ok(energyload::storage::audit::AuditRow {
-                id: r.get("id")?,
-                ts: r.get("ts")?,
-                event_type: r.get("type")?,
-                ip: r.get("ip")?,
-                msisdn: r.get("msisdn")?,
-                user_id: r.get("user_id")?,
-                username: r.get("username")?,
-                api_key_id: r.get("api_key_id")?,
-                request_id: r.get("request_id")?,
-                path: r.get("path")?,
-                detail: r.get("detail")?,
-            })
-        })
+        .query_map([from_id], energyload::storage::audit::row_from)
         .unwrap()
         .map(Result::unwrap)
         .collect();

@@ -77,3 +77,17 @@ print(f"{label}: {rps:,.0f} req/s, p50 {pct(50):.2f} ms, p99 {pct(99):.2f} ms"
       + (f", NON-2xx {errs.group(1)}" if errs else "") + (f", socket errors {sock.group(1)}" if sock else ""))
 PY
 }
+
+# message_templates NAME...: writes $WORK/NAME.json from
+# tests/fixtures/messages/NAME.json with messageId "__ID__" (the Lua scripts
+# put a unique id there per request).
+message_templates() {
+  python3 - "$WORK" "$@" <<'PY'
+import json, sys, pathlib
+work = pathlib.Path(sys.argv[1])
+for name in sys.argv[2:]:
+    m = json.loads(pathlib.Path(f"tests/fixtures/messages/{name}.json").read_text())
+    m["header"]["messageId"] = "__ID__"
+    (work / f"{name}.json").write_text(json.dumps(m))
+PY
+}

@@ -22,13 +22,7 @@ seed_identity
 start_server
 login
 export KEY TOKEN
-python3 - "$WORK" <<'PY'
-import json, sys, pathlib
-work = pathlib.Path(sys.argv[1])
-m = json.loads(pathlib.Path("tests/fixtures/messages/valid-1.json").read_text())
-m["header"]["messageId"] = "__ID__"
-(work / "valid-1.json").write_text(json.dumps(m))
-PY
+message_templates valid-1
 SECONDS_RUN=${DURATION%s}
 [[ $SECONDS_RUN =~ ^[0-9]+$ ]] || { echo "DURATION must be in seconds, like 10s"; exit 1; }
 denied_rows() {

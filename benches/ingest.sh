@@ -17,14 +17,7 @@ seed_identity
 start_server
 login
 export KEY TOKEN
-python3 - "$WORK" <<'PY'
-import json, sys, pathlib
-work = pathlib.Path(sys.argv[1])
-for name in ["valid-1", "valid-2"]:
-    m = json.loads(pathlib.Path(f"tests/fixtures/messages/{name}.json").read_text())
-    m["header"]["messageId"] = "__ID__"
-    (work / f"{name}.json").write_text(json.dumps(m))
-PY
+message_templates valid-1 valid-2
 SECONDS_RUN=${DURATION%s}
 [[ $SECONDS_RUN =~ ^[0-9]+$ ]] || { echo "DURATION must be in seconds, like 10s"; exit 1; }
 prebuilt() { echo $(( $1 * SECONDS_RUN / 2 )); }  # requests/s → per wrk thread

@@ -4,7 +4,6 @@
 //! ends the user's other sessions in the same transaction as the change.
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
@@ -84,27 +83,12 @@ pub async fn change_own(ctx: RequestContext, req: Request<Incoming>) -> Result<R
     // concurrent guesses cannot all be checked before one of them counts.
     let username = Username::parse(&user.username).ok();
     let slot = state.lockout.reserve(username.as_ref(), ctx.client_ip).map_err(|locked| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "too many failed password checks; try again later",
-        )
-        .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1)))
+        super::session::locked_out(locked, "too many failed password checks; try again later")
     })?;
-    let check = match state.passwords.verify(b.current_password, Some(user.password_hash.clone())).await {
-        Ok(check) => check.matches,
-        Err(PasswordError::Overloaded { retry_after_secs }) => {
-            state.lockout.release(slot);
-            return Err(ApiError::unavailable(
-                "password checks are busy; try again shortly",
-                retry_after_secs,
-            ));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "password check failed");
-            false
-        }
-    };
+    let check = state.passwords.verify(b.current_password, Some(user.password_hash.clone())).await;
+    let (check, slot) =
+        super::session::settle_check(&ctx, check, slot, "password checks are busy; try again shortly")?;
+    let check = check.matches;
     if !check {
         state.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reached = state.lockout.fail(slot);

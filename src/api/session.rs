@@ -17,7 +17,7 @@ use super::RequestContext;
 use crate::audit::{Actor, EventType, sanitize};
 use crate::auth::directory::CachedUser;
 use crate::auth::guard::{csrf_token, session_cookie_name};
-use crate::auth::lockout::{Locked, LockedBy};
+use crate::auth::lockout::{Locked, LockedBy, Reservation};
 use crate::auth::tokens::TokenChannel;
 use crate::auth::{PasswordCheck, PasswordError};
 use crate::clock::{format_millis, now_millis};
@@ -87,8 +87,35 @@ fn invalid_credentials() -> ApiError {
 }
 
 fn too_many_failures(locked: Locked) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "too many failed logins; try again later")
+    locked_out(locked, "too many failed logins; try again later")
+}
+
+/// `429` with `Retry-After` for a locked username or network.
+pub(super) fn locked_out(locked: Locked, message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
         .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1)))
+}
+
+/// Settles a password check made under a reserved lockout slot: an
+/// overloaded hashing pool gives the slot back and answers `503` with
+/// `busy_message`; any other error counts as a wrong password.
+pub(super) fn settle_check(
+    ctx: &RequestContext,
+    check: Result<PasswordCheck, PasswordError>,
+    reservation: Reservation,
+    busy_message: &'static str,
+) -> Result<(PasswordCheck, Reservation), ApiError> {
+    match check {
+        Ok(c) => Ok((c, reservation)),
+        Err(PasswordError::Overloaded { retry_after_secs }) => {
+            ctx.state.lockout.release(reservation);
+            Err(ApiError::unavailable(busy_message, retry_after_secs))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "password check failed");
+            Ok((PasswordCheck { matches: false, needs_rehash: false }, reservation))
+        }
+    }
 }
 
 /// The account a login names. A name the directory does not know makes it
@@ -140,20 +167,8 @@ async fn password_login(
     } else {
         Ok(PasswordCheck { matches: false, needs_rehash: false })
     };
-    let check = match check {
-        Ok(c) => c,
-        Err(PasswordError::Overloaded { retry_after_secs }) => {
-            state.lockout.release(reservation);
-            return Err(ApiError::unavailable(
-                "too many logins at once; try again shortly",
-                retry_after_secs,
-            ));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "password check failed");
-            PasswordCheck { matches: false, needs_rehash: false }
-        }
-    };
+    let (check, reservation) =
+        settle_check(ctx, check, reservation, "too many logins at once; try again shortly")?;
     let actor = Actor {
         user_id: user.as_ref().map(|u| u.id.clone()),
         username: Some(creds.username.clone()),

@@ -208,3 +208,28 @@ fn the_cli_refuses_a_weak_password_file_and_generated_passwords_pass() {
     let out = run_cli(&config, &["user", "passwd", "joan"]);
     assert!(out.status.success(), "a generated password passes the floor: {out:?}");
 }
+
+#[test]
+fn concurrent_wrong_current_passwords_get_at_most_lockout_failures_checks() {
+    let app = spawn_app_with(|c| {
+        c.auth.lockout_failures = 5;
+        c.auth.lockout_ip_failures = 1000;
+        c.auth.password_queue_timeout = energyload::config::Duration::from_secs(120);
+    });
+    let key = app.seed_api_key("k");
+    let user = app.seed_user("guessed", "user");
+    let token = app.login(&key, &user.username, PASSWORD);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let (app, key, token) = (&app, &key, &token);
+                s.spawn(move || {
+                    change(app, key, token, &format!("wrong-guess-{i}"), "an0ther-Strong-passphrase!").status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 27, "{statuses:?}");
+}

@@ -207,9 +207,12 @@ mod tests {
         new.server.tls_cert = Some("/etc/tls/new.pem".into());
         assert!(restart_needed(&old, &new).is_empty());
         new.server.listen = "0.0.0.0:9999".parse().unwrap();
-        new.delivery.workers = 2;
+        new.delivery.max_in_flight = 2;
         new.esight.token_url = Some("https://esight.example/token".into());
-        assert_eq!(restart_needed(&old, &new), ["delivery.workers", "esight.token_url", "server.listen"]);
+        assert_eq!(
+            restart_needed(&old, &new),
+            ["delivery.max_in_flight", "esight.token_url", "server.listen"]
+        );
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn openapi() -> Response {
 pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
     let state = &ctx.state;
     let stored = stored_state(state).await?;
+    let delivery = state.delivery.status();
     let gauges = [
         Gauge {
             name: "energyload_db_size_bytes",
@@ -103,6 +104,24 @@ pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
                 .counts
                 .iter()
                 .map(|(s, n)| (vec![("status", s.as_str().to_string())], *n as f64))
+                .collect(),
+        },
+        Gauge {
+            name: "energyload_delivery_concurrency",
+            help: "Consumption posts allowed at once now (adaptive, at most delivery.max_in_flight).",
+            series: vec![(vec![], delivery.concurrency_limit as f64)],
+        },
+        Gauge {
+            name: "energyload_delivery_in_flight",
+            help: "Consumption posts outstanding at eSight now.",
+            series: vec![(vec![], delivery.in_flight as f64)],
+        },
+        Gauge {
+            name: "energyload_esight_latency_seconds",
+            help: "eSight's answer time to consumption posts: recent moving average and lowest recent (base).",
+            series: [("recent", delivery.esight_latency_ms), ("base", delivery.esight_base_latency_ms)]
+                .into_iter()
+                .filter_map(|(kind, ms)| Some((vec![("kind", kind.to_string())], ms? / 1000.0)))
                 .collect(),
         },
     ];

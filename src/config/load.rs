@@ -278,7 +278,8 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9000);
         assert_eq!(c.server.max_body_bytes, 20);
         assert!(!c.auth.api_key_required);
-        assert_eq!(c.delivery.workers, 4);
+        assert_eq!(c.delivery.workers, None);
+        assert_eq!(c.delivery.max_in_flight, 1024);
     }
 
     #[test]

@@ -275,8 +275,14 @@ impl Default for EsightConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    /// Worker threads delivering to eSight.
-    pub workers: usize,
+    /// Deprecated and without effect since deliveries run concurrently
+    /// (`max_in_flight`); still accepted so old files load, with a warning
+    /// at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Most consumption posts outstanding at eSight at once; the adaptive
+    /// limit moves between 1 and this.
+    pub max_in_flight: usize,
     /// Attempts per message before `RetriesExhausted`.
     pub max_attempts: u32,
     /// Age after which a message is no longer retried.
@@ -293,7 +299,8 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            workers: 4,
+            workers: None,
+            max_in_flight: 1024,
             max_attempts: 20,
             max_age: Duration::from_secs(24 * 3600),
             backoff_initial: Duration::from_secs(1),
@@ -456,7 +463,8 @@ impl Config {
         }
         check(!e.timeout.is_zero(), "esight.timeout", "must be above 0s")?;
         let d = &self.delivery;
-        check((1..=256).contains(&d.workers), "delivery.workers", "must be 1 to 256")?;
+        check(d.workers.is_none_or(|w| (1..=256).contains(&w)), "delivery.workers", "must be 1 to 256")?;
+        check((1..=10_000).contains(&d.max_in_flight), "delivery.max_in_flight", "must be 1 to 10000")?;
         check(d.max_attempts >= 1, "delivery.max_attempts", "must be at least 1")?;
         check(d.max_pending >= 1, "delivery.max_pending", "must be at least 1")?;
         check(self.retention.delivered_days >= 1, "retention.delivered_days", "must be at least 1")?;

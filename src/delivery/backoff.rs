@@ -1,6 +1,12 @@
 //! Retry timing: per-message exponential backoff with jitter, and the circuit
-//! breaker that makes all workers back off together while eSight is down
-//! (one probe at a time instead of every message burning its attempts).
+//! breaker that makes delivery back off as a whole while eSight is down (one
+//! probe at a time instead of every message burning its attempts).
+//!
+//! The breaker's probe interval grows from `delivery.backoff_initial` to at
+//! most [`PROBE_INTERVAL_MAX`] (5 s), not to the message backoff's minutes:
+//! an outage is noticed to be over within seconds. Closing reports that it
+//! closed, so messages that were only held back by the outage become due at
+//! once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +34,8 @@ pub fn retry_delay(
 
 /// Consecutive transport/5xx failures that open the circuit.
 const OPEN_AFTER: u32 = 5;
+/// The longest wait between two probes of an open circuit.
+pub const PROBE_INTERVAL_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 enum State {
@@ -56,9 +64,11 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// A closed breaker whose open periods grow from `initial` to `max`.
+    /// A closed breaker whose open periods grow from `initial` to `max`,
+    /// both capped at [`PROBE_INTERVAL_MAX`].
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { state: Mutex::new(State::Closed { failures: 0 }), initial, max }
+        let max = max.min(PROBE_INTERVAL_MAX);
+        Self { state: Mutex::new(State::Closed { failures: 0 }), initial: initial.min(max), max }
     }
 
     /// Asks whether to deliver now.
@@ -89,17 +99,22 @@ impl CircuitBreaker {
         }
     }
 
-    /// eSight answered (any status that is not an outage).
-    pub fn record_success(&self) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };
+    /// eSight answered (any status that is not an outage). True when this
+    /// closed an open (or probing) circuit: the outage is over.
+    pub fn record_success(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let was_open = !matches!(*s, State::Closed { .. });
+        *s = State::Closed { failures: 0 };
+        was_open
     }
 
-    /// eSight was unreachable or overloaded; `hint` is its `Retry-After`.
+    /// eSight was unreachable or failing; `hint` is its `Retry-After`
+    /// (honoured up to [`PROBE_INTERVAL_MAX`] × 12, a minute).
     /// Returns when the circuit reopens if this failure opened it.
     pub fn record_failure(&self, hint: Option<Duration>) -> Option<Instant> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let open = |cooldown: Duration| {
-            let wait = hint.map_or(cooldown, |h| h.max(cooldown));
+            let wait = hint.map_or(cooldown, |h| h.min(PROBE_INTERVAL_MAX * 12).max(cooldown));
             State::Open { until: Instant::now() + wait, cooldown }
         };
         let next = match *s {
@@ -151,9 +166,35 @@ mod tests {
         assert_eq!(b.permit(), Permit::Probe);
         assert!(matches!(b.permit(), Permit::Wait(_)), "a second worker waits while one probes");
         assert!(b.remaining().is_some(), "a probe is in flight");
-        b.record_success();
+        assert!(b.record_success(), "the probe's success closes the circuit");
+        assert!(!b.record_success(), "closing a closed circuit reports nothing");
         assert_eq!(b.remaining(), None);
         assert_eq!(b.permit(), Permit::Deliver);
         assert!(!b.is_open());
+    }
+
+    #[test]
+    fn probes_of_a_long_outage_stay_seconds_apart() {
+        let b = CircuitBreaker::new(Duration::from_secs(1), Duration::from_secs(600));
+        for _ in 0..OPEN_AFTER {
+            b.record_failure(None);
+        }
+        let mut cooldowns = Vec::new();
+        for _ in 0..10 {
+            // Force the probe now, then fail it.
+            if let State::Open { cooldown, .. } = *b.state.lock().unwrap() {
+                cooldowns.push(cooldown);
+            }
+            let cooldown = match *b.state.lock().unwrap() {
+                State::Open { cooldown, .. } => cooldown,
+                _ => unreachable!("open"),
+            };
+            *b.state.lock().unwrap() = State::Open { until: Instant::now(), cooldown };
+            assert_eq!(b.permit(), Permit::Probe);
+            let until = b.record_failure(None).expect("a failed probe reopens");
+            assert!(until <= Instant::now() + PROBE_INTERVAL_MAX, "{cooldowns:?}");
+        }
+        assert_eq!(cooldowns[..4], [1, 2, 4, 5].map(Duration::from_secs));
+        assert_eq!(cooldowns.last(), Some(&PROBE_INTERVAL_MAX));
     }
 }

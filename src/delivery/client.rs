@@ -1,8 +1,10 @@
-//! The eSight client: one shared `ureq::Agent` (keep-alive, timeouts), the
-//! access token cache, and the three calls the appliance makes — token,
-//! catalog (sites + meters) and consumption. Blocking: used only from the
-//! delivery worker threads, never from the async executor. The Basic-auth
-//! credentials can be swapped while workers run (SIGHUP reload).
+//! The eSight client: one `ureq::Agent` (keep-alive, timeouts), the access
+//! token cache, and the token and catalog (sites + meters) calls. Blocking:
+//! used only from the delivery dispatcher thread, never from an async
+//! executor. The consumption posts go through hyper's client on the
+//! `delivery-io` thread (`poster.rs`), which takes the URL and the current
+//! Basic credential from here. The credentials can be swapped while delivery
+//! runs (SIGHUP reload).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -136,7 +138,7 @@ pub struct CatalogCodes {
     pub meters: HashSet<String>,
 }
 
-/// The client, shared by all workers.
+/// The client, shared by the dispatcher and the posting thread.
 pub struct EsightClient {
     agent: ureq::Agent,
     endpoints: Endpoints,
@@ -148,13 +150,13 @@ pub struct EsightClient {
 }
 
 impl EsightClient {
-    /// A client with `timeout` per call and a keep-alive pool sized for `workers`.
-    pub fn new(endpoints: Endpoints, timeout: Duration, workers: usize, metrics: Arc<Metrics>) -> Self {
+    /// A client with `timeout` per call (one thread calls: a small pool).
+    pub fn new(endpoints: Endpoints, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
-            .max_idle_connections(workers * 2 + 4)
-            .max_idle_connections_per_host(workers * 2 + 4)
+            .max_idle_connections(4)
+            .max_idle_connections_per_host(4)
             .user_agent(concat!("energyload/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -247,23 +249,15 @@ impl EsightClient {
         })
     }
 
-    /// POSTs one message; `Ok(status)` for 2xx.
-    pub fn post_consumption(&self, body: &[u8], idempotency_key: &str) -> Result<u16, CallError> {
-        let credentials = self.credentials();
-        self.timed("consumption", || {
-            let resp = self
-                .agent
-                .post(&self.endpoints.consumption_url)
-                .header("Authorization", &credentials.post_auth)
-                .header("Idempotency-Key", idempotency_key)
-                .content_type("application/json")
-                .send(body);
-            let mut resp = resp.map_err(transport)?;
-            let status = resp.status().as_u16();
-            // Drain so the connection can be reused.
-            let _ = resp.body_mut().with_config().limit(1024 * 1024).read_to_vec();
-            if (200..300).contains(&status) { Ok(status) } else { Err(status_error(&resp, status)) }
-        })
+    /// `esight.consumption_url`.
+    pub fn consumption_url(&self) -> &str {
+        &self.endpoints.consumption_url
+    }
+
+    /// The `Authorization` value of a consumption post (read at each call,
+    /// so a reload applies to the next post).
+    pub fn post_authorization(&self) -> String {
+        self.credentials().post_auth.clone()
     }
 }
 
@@ -271,7 +265,8 @@ fn transport(e: ureq::Error) -> CallError {
     CallError::Transport(e.to_string())
 }
 
-fn status_error<B>(resp: &ureq::http::Response<B>, status: u16) -> CallError {
+/// The error for a non-2xx answer, with its `Retry-After` in seconds.
+pub(super) fn status_error<B>(resp: &ureq::http::Response<B>, status: u16) -> CallError {
     let retry_after = resp
         .headers()
         .get("retry-after")

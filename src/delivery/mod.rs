@@ -1,14 +1,25 @@
-//! Background delivery to eSight: `delivery.workers` plain threads sharing one
-//! eSight client, catalog cache and circuit breaker. Workers claim due
-//! messages with a lease, deliver, and record outcomes in batches; they wake
-//! when the ingest writer commits, when a message falls due, or every second.
-//! On start, leases left by a crash are released, so nothing stays
-//! `delivering`. Pausing (persisted) stops claiming; ingest goes on.
+//! Background delivery to eSight, many posts outstanding on two threads:
+//!
+//! - `delivery` ([`dispatcher`]): claims due messages with a lease, checks
+//!   them against the catalog (blocking `ureq` calls for token and catalog),
+//!   hands them to the posting thread, records the answers in batches;
+//! - `delivery-io` ([`poster`]): a single-threaded tokio runtime with hyper's
+//!   pooled client, one task per outstanding post.
+//!
+//! How many posts are outstanding follows eSight's latency and answers
+//! ([`limiter`]: adaptive, at most `delivery.max_in_flight`); the circuit
+//! breaker ([`backoff`]) stops delivery as a whole during an outage and
+//! probes every few seconds. On start, leases left by a crash are released,
+//! so nothing stays `delivering`. Pausing (persisted) stops claiming; ingest
+//! goes on.
 
+mod attempt;
 mod backoff;
 mod catalog;
 mod client;
-mod worker;
+mod dispatcher;
+mod limiter;
+mod poster;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,17 +35,18 @@ use crate::metrics::Metrics;
 use crate::storage::delivery as store;
 use crate::storage::{Storage, StorageError};
 
-pub use backoff::{CircuitBreaker, Permit, retry_delay};
+pub use backoff::{CircuitBreaker, PROBE_INTERVAL_MAX, Permit, retry_delay};
 pub use client::{CallError, CredentialChange, Credentials, Endpoints, EsightClient};
+pub use limiter::{INITIAL_LIMIT, Limiter, LimiterView, Sample};
 
 /// The parts that talk to eSight; absent until `[esight]` is complete.
 struct Engine {
-    client: EsightClient,
+    client: Arc<EsightClient>,
     catalog: catalog::CatalogCache,
     breaker: CircuitBreaker,
 }
 
-/// State shared by the workers and the handle.
+/// State shared by the dispatcher, the posting thread and the handle.
 struct Shared {
     engine: Option<Engine>,
     metrics: Arc<Metrics>,
@@ -42,24 +54,31 @@ struct Shared {
     stop: AtomicBool,
     wake: Mutex<WakeState>,
     woken: Condvar,
+    /// Delivery threads alive, and how many there should be.
     alive: AtomicUsize,
-    workers: usize,
+    threads: usize,
     lease: Duration,
     max_attempts: u32,
     max_age_ms: i64,
     backoff_initial: Duration,
     backoff_max: Duration,
     delivered: AtomicU64,
-    /// Moving average of a consumption POST's duration (µs).
-    post_micros: AtomicU64,
+    limiter: Limiter,
+    /// Posts outstanding (kept by the dispatcher, read by `status`).
+    in_flight: AtomicUsize,
+    /// Answers not yet taken by the dispatcher.
+    completions: Mutex<Vec<poster::Completion>>,
 }
 
 impl Shared {
-    /// Folds one POST's duration into the moving average (weight 1/8).
-    fn note_post_duration(&self, d: Duration) {
-        let sample = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let old = self.post_micros.load(Ordering::Relaxed);
-        self.post_micros.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+    /// Queues an answer for the dispatcher and wakes it.
+    fn complete(&self, c: poster::Completion) {
+        self.completions.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        self.wake_all();
+    }
+
+    fn take_completions(&self) -> Vec<poster::Completion> {
+        std::mem::take(&mut *self.completions.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn stopping(&self) -> bool {
@@ -74,9 +93,9 @@ impl Shared {
         self.wake.lock().unwrap_or_else(|e| e.into_inner()).generation
     }
 
-    /// Moves the generation on and wakes the workers that sleep. A busy worker
-    /// sees the new generation before it sleeps again, so no wake-up is lost;
-    /// with no worker asleep (under load) no system call is made.
+    /// Moves the generation on and wakes the dispatcher if it sleeps. A busy
+    /// dispatcher sees the new generation before it sleeps again, so no
+    /// wake-up is lost; with nobody asleep (under load) no system call is made.
     fn wake_all(&self) {
         let mut state = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         state.generation += 1;
@@ -97,64 +116,70 @@ impl Shared {
         state.generation
     }
 
-    /// Whether newly committed messages give the workers anything to do:
+    /// Whether newly committed messages give the dispatcher anything to do:
     /// not while paused or without eSight endpoints.
     fn wants_new_messages(&self) -> bool {
         self.engine.is_some() && !self.is_paused()
     }
 
-    /// How long an idle worker may sleep: until the next message is due.
+    /// How long an idle dispatcher may sleep: until the next message is due.
     fn idle_sleep(&self, conn: &Connection) -> Duration {
         match store::next_due_at(conn) {
             Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0).max(1)),
             _ => Duration::from_secs(1),
         }
     }
-
-    fn breaker_wait_ms(&self, breaker: &CircuitBreaker) -> i64 {
-        breaker.remaining().map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-
-    fn settled(&self, records: &[store::AttemptRecord]) {
-        let delivered = records.iter().filter(|r| r.settlement == store::Settlement::Delivered).count();
-        self.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
-    }
 }
 
-/// The workers' wake-up generation and how many of them sleep on it.
+/// The dispatcher's wake-up generation and whether it sleeps on it.
 #[derive(Default)]
 struct WakeState {
     generation: u64,
     sleeping: usize,
 }
 
-/// The worker threads.
+/// The delivery threads.
 pub struct DeliveryService {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
 }
 
-/// A cheap handle to wake, pause, resume and inspect the workers.
+/// A cheap handle to wake, pause, resume and inspect delivery.
 #[derive(Clone)]
 pub struct DeliveryHandle {
     shared: Arc<Shared>,
 }
 
-/// What the workers are doing, for `/readyz` and the stats endpoint.
+/// What delivery is doing, for `/readyz`, `/metrics` and the stats endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryStatus {
     /// `running`, `paused`, `esight_unreachable` or `not_configured`.
     pub state: &'static str,
-    /// Worker threads alive.
+    /// Delivery threads alive (`delivery` and, with `[esight]`, `delivery-io`).
     pub workers_alive: usize,
-    /// Worker threads configured.
+    /// Delivery threads there should be.
     pub workers: usize,
     /// Messages delivered since start.
     pub delivered_since_start: u64,
+    /// Consumption posts allowed at once now (adaptive).
+    pub concurrency_limit: usize,
+    /// Its upper bound, `delivery.max_in_flight`.
+    pub max_in_flight: usize,
+    /// Consumption posts outstanding now.
+    pub in_flight: usize,
+    /// Moving average of eSight's answer time to consumption posts (ms),
+    /// once one was answered.
+    pub esight_latency_ms: Option<f64>,
+    /// The lowest recent answer time (ms): eSight's latency when nothing
+    /// queues there.
+    pub esight_base_latency_ms: Option<f64>,
+    /// Seconds left of a `Retry-After` hold asked for by eSight, if any.
+    pub retry_after_hold_seconds: Option<f64>,
 }
 
 impl DeliveryService {
-    /// Releases leases left by a previous run and starts the workers.
+    /// Releases leases left by a previous run and starts the dispatcher and,
+    /// with `[esight]` complete, the posting thread.
     pub fn start(storage: &Storage, config: &Config, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
         let conn = storage.open_connection()?;
         let now = now_millis();
@@ -163,58 +188,86 @@ impl DeliveryService {
             tracing::info!(released, "released delivery leases left by the previous run");
         }
         let paused = store::is_paused(&conn)?;
+        drop(conn);
         let d = &config.delivery;
+        if let Some(workers) = d.workers {
+            tracing::warn!(
+                workers,
+                max_in_flight = d.max_in_flight,
+                "delivery.workers is deprecated and has no effect: consumption posts run concurrently, \
+                 adapted to eSight's latency up to delivery.max_in_flight; remove delivery.workers"
+            );
+        }
+        let timeout = config.esight.timeout.get();
         let engine = Endpoints::from_config(&config.esight).map(|endpoints| Engine {
-            client: EsightClient::new(endpoints, config.esight.timeout.get(), d.workers, metrics.clone()),
+            client: Arc::new(EsightClient::new(endpoints, timeout, metrics.clone())),
             catalog: catalog::CatalogCache::new(config.esight.catalog_ttl.get()),
             breaker: CircuitBreaker::new(d.backoff_initial.get(), d.backoff_max.get()),
         });
         if engine.is_none() {
             tracing::warn!("[esight] is incomplete: messages are accepted but not delivered");
         }
-        let timeout = config.esight.timeout.get();
+        let threads = if engine.is_some() { 2 } else { 1 };
         let shared = Arc::new(Shared {
             engine,
-            metrics,
+            metrics: metrics.clone(),
             paused: AtomicBool::new(paused),
             stop: AtomicBool::new(false),
             wake: Mutex::new(WakeState::default()),
             woken: Condvar::new(),
             alive: AtomicUsize::new(0),
-            workers: d.workers,
-            lease: (timeout * 3).max(Duration::from_secs(60)) * worker::claim_batch() as u32,
+            threads,
+            // A claimed message is posted at once: its lease need only
+            // outlast one post (and the catalog fetch before it).
+            lease: (timeout * 3).max(Duration::from_secs(60)),
             max_attempts: d.max_attempts,
             max_age_ms: i64::try_from(d.max_age.get().as_millis()).unwrap_or(i64::MAX),
             backoff_initial: d.backoff_initial.get(),
             backoff_max: d.backoff_max.get(),
             delivered: AtomicU64::new(0),
-            post_micros: AtomicU64::new(1_000),
+            limiter: Limiter::new(d.max_in_flight, std::time::Instant::now()),
+            in_flight: AtomicUsize::new(0),
+            completions: Mutex::new(Vec::new()),
         });
-        let mut threads = Vec::with_capacity(d.workers);
-        for n in 0..d.workers {
-            // Relaxed durability is safe here: a delivery outcome lost to a
-            // power cut only means the message is sent again (at-least-once,
-            // with the same Idempotency-Key).
-            let conn = storage.open_connection_with(Synchronous::Normal)?;
-            let for_thread = shared.clone();
-            shared.alive.fetch_add(1, Ordering::AcqRel);
-            let spawned = std::thread::Builder::new().name(format!("delivery-{n}")).spawn(move || {
-                let alive = AliveGuard(for_thread.clone());
-                worker::run(for_thread, conn);
-                drop(alive);
-            });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(source) => {
+        let cannot_start =
+            |source| StorageError::Io { context: "cannot start a delivery thread".into(), source };
+        let poster = match shared.engine.as_ref() {
+            Some(engine) => {
+                let (for_done, for_exit) = (shared.clone(), shared.clone());
+                shared.alive.fetch_add(1, Ordering::AcqRel);
+                let started = poster::Poster::start(
+                    engine.client.clone(),
+                    timeout,
+                    d.max_in_flight,
+                    metrics,
+                    Box::new(move |c| for_done.complete(c)),
+                    Box::new(move || drop(AliveGuard(for_exit))),
+                );
+                Some(started.map_err(|e| {
                     shared.alive.fetch_sub(1, Ordering::AcqRel);
-                    return Err(StorageError::Io {
-                        context: "cannot start a delivery worker".into(),
-                        source,
-                    });
-                }
+                    cannot_start(e)
+                })?)
             }
-        }
-        Ok(Self { shared, threads })
+            None => None,
+        };
+        // Relaxed durability is safe here: a delivery outcome lost to a
+        // power cut only means the message is sent again (at-least-once,
+        // with the same Idempotency-Key).
+        let conn = storage.open_connection_with(Synchronous::Normal)?;
+        let for_thread = shared.clone();
+        shared.alive.fetch_add(1, Ordering::AcqRel);
+        let dispatcher = std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || {
+                let alive = AliveGuard(for_thread.clone());
+                dispatcher::run(for_thread, conn, poster);
+                drop(alive);
+            })
+            .map_err(|e| {
+                shared.alive.fetch_sub(1, Ordering::AcqRel);
+                cannot_start(e)
+            })?;
+        Ok(Self { shared, dispatcher: Some(dispatcher) })
     }
 
     /// A handle for the rest of the application.
@@ -222,33 +275,33 @@ impl DeliveryService {
         DeliveryHandle { shared: self.shared.clone() }
     }
 
-    /// Stops the workers after the attempt in hand; the rest of their batch
-    /// goes back to `pending`.
-    pub fn stop(self) {
+    /// Stops claiming, waits a few seconds for the posts outstanding,
+    /// records them and puts the unanswered ones back to `pending`.
+    pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake_all();
-        for t in self.threads {
+        if let Some(t) = self.dispatcher.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Counts a worker as dead when its thread ends, even by panic.
+/// Counts a delivery thread as dead when it ends, even by panic.
 struct AliveGuard(Arc<Shared>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.alive.fetch_sub(1, Ordering::AcqRel);
         if std::thread::panicking() {
-            tracing::error!("a delivery worker died");
+            tracing::error!("a delivery thread died");
         }
     }
 }
 
 impl DeliveryHandle {
-    /// Wakes idle workers: new messages were committed. Paused or without
-    /// eSight endpoints, the workers have nothing to do with them (resuming
-    /// wakes them itself).
+    /// Wakes the dispatcher: new messages were committed. Paused or without
+    /// eSight endpoints, it has nothing to do with them (resuming wakes it
+    /// itself).
     pub fn wake(&self) {
         if self.shared.wants_new_messages() {
             self.shared.wake_all();
@@ -261,23 +314,24 @@ impl DeliveryHandle {
         self.shared.wake_all();
     }
 
-    /// Swaps the eSight credentials the workers use from their next call on;
-    /// `None` when delivery is not configured (no client to give them to).
+    /// Swaps the eSight credentials from the next call on; `None` when
+    /// delivery is not configured (no client to give them to).
     pub fn set_credentials(&self, credentials: Credentials) -> Option<CredentialChange> {
         self.shared.engine.as_ref().map(|e| e.client.set_credentials(credentials))
     }
 
-    /// True when `[esight]` was complete at start, so workers deliver.
+    /// True when `[esight]` was complete at start, so delivery runs.
     pub fn is_configured(&self) -> bool {
         self.shared.engine.is_some()
     }
 
-    /// True when every worker thread is alive.
+    /// True when every delivery thread is alive (while running; a stopped
+    /// service has none).
     pub fn healthy(&self) -> bool {
-        self.shared.alive.load(Ordering::Acquire) == self.shared.workers
+        self.shared.alive.load(Ordering::Acquire) == self.shared.threads
     }
 
-    /// The workers' state.
+    /// What delivery is doing.
     pub fn status(&self) -> DeliveryStatus {
         let s = &self.shared;
         let state = match &s.engine {
@@ -286,11 +340,19 @@ impl DeliveryHandle {
             Some(e) if e.breaker.is_open() => "esight_unreachable",
             Some(_) => "running",
         };
+        let view = s.limiter.view(std::time::Instant::now());
+        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
         DeliveryStatus {
             state,
             workers_alive: s.alive.load(Ordering::Acquire),
-            workers: s.workers,
+            workers: s.threads,
             delivered_since_start: s.delivered.load(Ordering::Relaxed),
+            concurrency_limit: view.limit,
+            max_in_flight: s.limiter.max(),
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            esight_latency_ms: view.recent_rtt.map(ms),
+            esight_base_latency_ms: view.base_rtt.map(ms),
+            retry_after_hold_seconds: view.held_for.map(|d| (d.as_secs_f64() * 10.0).ceil() / 10.0),
         }
     }
 }

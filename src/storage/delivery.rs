@@ -1,7 +1,7 @@
-//! Typed queries for the delivery workers: claim due messages with a lease
-//! (one atomic `UPDATE … RETURNING`), record a batch of outcomes with their
-//! attempt rows in one transaction, release leases left by a crash, and the
-//! pause switch.
+//! Typed queries for the delivery dispatcher: claim due messages with a
+//! lease (one atomic `UPDATE … RETURNING`), record a batch of outcomes with
+//! their attempt rows in one transaction, release leases left by a crash,
+//! make retries due after an outage, and the pause switch.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -174,6 +174,19 @@ pub fn release_leases(conn: &Connection, before: i64, now: i64) -> Result<usize,
          SET status = 'pending', lease_until = NULL, next_attempt_at = ?2, updated_at = ?2
          WHERE status = 'delivering' AND lease_until < ?1",
         params![before, now],
+    )?)
+}
+
+/// Makes every `pending` message waiting for a retry due at `now`: called
+/// when eSight answers again after an outage, so the messages that failed
+/// during it are sent at once instead of after their backoff (minutes by
+/// then). Messages not yet tried are due already; a catalog recheck without
+/// an error code is left alone. Returns how many were moved.
+pub fn due_after_outage(conn: &Connection, now: i64) -> Result<usize, StorageError> {
+    Ok(conn.execute(
+        "UPDATE messages INDEXED BY messages_due SET next_attempt_at = ?1, updated_at = ?1
+         WHERE status = 'pending' AND next_attempt_at > ?1 AND error_code IS NOT NULL",
+        params![now],
     )?)
 }
 

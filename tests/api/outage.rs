@@ -45,7 +45,7 @@ fn delivery_state(s: &Session) -> Value {
 #[test]
 fn a_ten_second_outage_delays_delivery_without_burning_attempts() {
     let sim = spawn_simulator();
-    let s = app_for(&sim, |c| c.delivery.workers = 4);
+    let s = app_for(&sim, |_| {});
     let (started, _) = outage_then_batch(&sim, &s, OutageMode::Refuse, 10_000, 50);
 
     wait_until(Duration::from_secs(10), "the stats to show eSight unreachable", || {
@@ -80,7 +80,6 @@ fn a_ten_second_outage_delays_delivery_without_burning_attempts() {
 fn a_hanging_esight_times_out_and_everything_is_delivered_after() {
     let sim = spawn_simulator();
     let s = app_for(&sim, |c| {
-        c.delivery.workers = 4;
         c.esight.timeout = energyload::config::Duration::from_millis(500);
     });
     let (started, ids) = outage_then_batch(&sim, &s, OutageMode::Hang, 4_000, 20);

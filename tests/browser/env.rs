@@ -105,7 +105,6 @@ impl Env {
             config.esight.password = Some(c.password.clone());
             config.esight.post_username = Some(Secret::new(c.post_username.clone()));
             config.esight.post_password = Some(c.post_password.clone());
-            config.delivery.workers = 2;
             config.delivery.backoff_initial = energyload::config::Duration::from_millis(200);
             config.delivery.backoff_max = energyload::config::Duration::from_secs(2);
         });

@@ -32,6 +32,7 @@ lockout_failures = 1000000
 lockout_ip_failures = 1000000
 [delivery]
 max_pending = 100000000
+${DELIVERY_EXTRA:-}
 [log]
 level = "warn"
 $1

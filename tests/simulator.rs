@@ -1,7 +1,9 @@
 //! The eSight simulator, started in-process on loopback and exercised over
 //! HTTP with `ureq`: eSight's endpoints, fault injection, outages, the
-//! control API, and error reports posted to a stand-in appliance (a tiny
-//! loopback HTTP server in this file that plays the appliance's side).
+//! control API, the capacity model (queue, `429` past the queue bound,
+//! run-time changes), the `esight-sim` command, and error reports posted to
+//! a stand-in appliance (a tiny loopback HTTP server in this file that plays
+//! the appliance's side).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use energyload::config::Secret;
-use energyload::simulator::{ApplianceLink, EsightSim, Faults, Outage, OutageMode, SimConfig, SimError};
+use energyload::simulator::{
+    ApplianceLink, Capacity, EsightSim, Faults, Outage, OutageMode, SimConfig, SimError,
+};
 use serde_json::{Value, json};
 
 /// A simulator on its own runtime, plus a blocking client.
@@ -536,4 +540,299 @@ fn error_reports_are_posted_to_the_appliance_after_a_delay() {
     let stats = h.sim().stats();
     assert_eq!(stats.reports.get("scheduled"), Some(&2), "a duplicate gets no second report");
     assert_eq!(stats.reports.get("posted"), Some(&2));
+}
+
+// --- Capacity -------------------------------------------------------------
+
+/// Faults that hold every post in service until the faults change: the
+/// tests below fill the service slots and the queue this way, so that what
+/// they observe never depends on how fast the machine is.
+fn hold_in_service() -> Value {
+    json!({"outage": {"mode": "hang", "duration_ms": 3_600_000}})
+}
+
+fn capacity(concurrent: u64, queue: Option<u64>) -> Option<Capacity> {
+    Some(Capacity::new(concurrent, queue).unwrap())
+}
+
+/// A consumption post from its own thread and its own connection.
+fn spawn_post(h: &Harness, key: &str) -> std::thread::JoinHandle<Answer> {
+    let (url, auth, key) = (h.url("/consumption"), h.post_auth(), key.to_string());
+    std::thread::spawn(move || {
+        let answer = agent(Duration::from_secs(60))
+            .post(url)
+            .header("Authorization", auth)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", &key)
+            .send(message(&format!("m_{key}")).to_string())
+            .expect("the simulator answers");
+        Answer::from(answer)
+    })
+}
+
+fn capacity_view(h: &Harness) -> Value {
+    h.control("GET", "/_sim/capacity", None).json()
+}
+
+/// Polls `GET /_sim/capacity` until `in_service` and `queued` are these.
+fn wait_for_load(h: &Harness, in_service: u64, queued: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = capacity_view(h);
+        if view["in_service"] == in_service && view["queued"] == queued {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {in_service} in service and {queued} queued: {view}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn received_keys(h: &Harness) -> Vec<String> {
+    h.sim().received().into_iter().filter_map(|m| m.idempotency_key).collect()
+}
+
+#[test]
+fn posts_beyond_the_capacity_wait_their_turn() {
+    let h = Harness::start(SimConfig { capacity: capacity(4, None), ..SimConfig::default() });
+    set_faults(&h, hold_in_service());
+    let posts: Vec<_> = (0..12).map(|i| spawn_post(&h, &i.to_string())).collect();
+    wait_for_load(&h, 4, 8);
+    assert_eq!(capacity_view(&h), json!({"capacity": 4, "queue": 8, "in_service": 4, "queued": 8}));
+
+    set_faults(&h, json!({"latency_ms": 300}));
+    for post in posts {
+        let answer = post.join().unwrap();
+        assert_eq!(answer.status, 202, "{}", answer.body);
+    }
+    let stats = h.control("GET", "/_sim/stats", None).json();
+    assert_eq!(
+        (stats["max_in_service"].as_u64(), stats["max_concurrent_posts"].as_u64()),
+        (Some(4), Some(12))
+    );
+    assert_eq!(stats["capacity_rejected"], 0);
+    assert_eq!(stats["consumption"]["accepted"], 12);
+    assert_eq!(capacity_view(&h), json!({"capacity": 4, "queue": 8, "in_service": 0, "queued": 0}));
+}
+
+#[test]
+fn posts_past_the_queue_bound_get_429_at_once_and_are_not_recorded() {
+    let h = Harness::start(SimConfig { capacity: capacity(2, Some(2)), ..SimConfig::default() });
+    set_faults(&h, hold_in_service());
+    let admitted: Vec<_> = (0..4).map(|i| spawn_post(&h, &format!("in_{i}"))).collect();
+    wait_for_load(&h, 2, 2);
+
+    // Answered while the four above are still held: at once, not queued.
+    let over: Vec<_> = (0..6).map(|i| spawn_post(&h, &format!("over_{i}"))).collect();
+    let rejected: Vec<Answer> = over.into_iter().map(|p| p.join().unwrap()).collect();
+    for answer in &rejected {
+        assert_eq!(answer.status, 429, "{}", answer.body);
+        assert_eq!(answer.header("retry-after"), Some("1"));
+        let error = &answer.json()["error"];
+        assert_eq!(error["code"], "TooManyRequests");
+        assert!(error["message"].as_str().unwrap().contains("capacity"));
+        assert!(!error["request_id"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(capacity_view(&h)["queued"], 2, "a refused post takes no place in the queue");
+
+    set_faults(&h, json!({"latency_ms": 500}));
+    let statuses: Vec<u16> = admitted.into_iter().map(|p| p.join().unwrap().status).collect();
+    assert_eq!(statuses, vec![202; 4]);
+    let mut keys = received_keys(&h);
+    keys.sort();
+    assert_eq!(keys, vec!["in_0", "in_1", "in_2", "in_3"], "refused posts are not recorded");
+    let stats = h.sim().stats();
+    assert_eq!(stats.capacity_rejected, 6);
+    assert_eq!(stats.consumption.by_status.get(&429), Some(&6));
+    assert_eq!((stats.max_in_service, stats.max_concurrent_posts), (2, 4));
+}
+
+#[test]
+fn a_cut_holds_new_posts_back_until_below_the_new_capacity_and_a_raise_lets_them_in() {
+    let h = Harness::start(SimConfig {
+        capacity: capacity(8, None),
+        faults: Faults { latency_ms: 3000, ..Faults::default() },
+        ..SimConfig::default()
+    });
+    let old: Vec<_> = (0..8).map(|i| spawn_post(&h, &format!("old_{i}"))).collect();
+    wait_for_load(&h, 8, 0);
+    // The eight sleep out their latency; posts entering service from now on are held.
+    set_faults(&h, hold_in_service());
+    let cut = h.control("PUT", "/_sim/capacity", Some(json!({"capacity": 2})));
+    assert_eq!(cut.json(), json!({"capacity": 2, "queue": 4, "in_service": 8, "queued": 0}));
+    let new: Vec<_> = (0..4).map(|i| spawn_post(&h, &format!("new_{i}"))).collect();
+    // The four queue behind the eight (on a machine too slow for that, the
+    // eight are gone first and only the end state below is checked).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capacity_view(&h)["queued"] != 4 && !old.iter().all(std::thread::JoinHandle::is_finished) {
+        assert!(Instant::now() < deadline, "the new posts never queued: {}", capacity_view(&h));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // While the eight finish: once a new post has left the queue, no more
+    // than 2 are in service (an old one finishing must not let one in).
+    while !old.iter().all(std::thread::JoinHandle::is_finished) {
+        let view = capacity_view(&h);
+        let (in_service, queued) = (view["in_service"].as_u64().unwrap(), view["queued"].as_u64().unwrap());
+        assert!(in_service <= 8, "{view}");
+        assert!(queued == 4 || in_service <= 2, "a new post entered above the new capacity: {view}");
+    }
+    for post in old {
+        assert_eq!(post.join().unwrap().status, 202);
+    }
+    wait_for_load(&h, 2, 2);
+    assert_eq!(h.sim().stats().max_in_service, 8, "never above the old capacity");
+
+    let raised = h.control("PUT", "/_sim/capacity", Some(json!({"capacity": 16})));
+    assert_eq!(raised.json(), json!({"capacity": 16, "queue": 32, "in_service": 4, "queued": 0}));
+    assert_eq!(h.control("DELETE", "/_sim/faults", None).status, 200);
+    for post in new {
+        assert_eq!(post.join().unwrap().status, 202);
+    }
+    assert_eq!(received_keys(&h).len(), 12);
+    assert_eq!(h.sim().stats().capacity_rejected, 0);
+}
+
+#[test]
+fn a_queued_post_whose_client_disconnects_gives_its_place_up() {
+    let h = Harness::start(SimConfig { capacity: capacity(1, Some(1)), ..SimConfig::default() });
+    set_faults(&h, hold_in_service());
+    let first = spawn_post(&h, "first");
+    wait_for_load(&h, 1, 0);
+
+    let body = message("m_gone").to_string();
+    let mut gone = std::net::TcpStream::connect(h.sim().addr()).unwrap();
+    write!(
+        gone,
+        "POST /consumption HTTP/1.1\r\nHost: sim\r\nAuthorization: {}\r\nContent-Type: application/json\r\nIdempotency-Key: gone\r\nContent-Length: {}\r\n\r\n{body}",
+        h.post_auth(),
+        body.len()
+    )
+    .unwrap();
+    wait_for_load(&h, 1, 1);
+    assert_eq!(spawn_post(&h, "refused").join().unwrap().status, 429, "the queue is full");
+    drop(gone);
+    wait_for_load(&h, 1, 0);
+
+    let next = spawn_post(&h, "next");
+    wait_for_load(&h, 1, 1);
+    h.sim().faults().clear();
+    assert_eq!(first.join().unwrap().status, 202);
+    assert_eq!(next.join().unwrap().status, 202);
+    assert_eq!(received_keys(&h), vec!["first", "next"], "the disconnected post was never served");
+    assert_eq!(capacity_view(&h)["in_service"], 0, "no slot is left taken");
+}
+
+#[test]
+fn capacity_settings_out_of_range_are_refused_and_change_nothing() {
+    let h = Harness::start(SimConfig { capacity: capacity(4, Some(3)), ..SimConfig::default() });
+    let before = json!({"capacity": 4, "queue": 3, "in_service": 0, "queued": 0});
+    assert_eq!(capacity_view(&h), before);
+    let zero = h.control("PUT", "/_sim/capacity", Some(json!({"capacity": 0})));
+    assert_eq!(zero.status, 400);
+    let error = &zero.json()["error"];
+    assert_eq!(error["code"], "BadRequest");
+    assert!(error["message"].as_str().unwrap().contains("capacity"));
+    assert!(!error["request_id"].as_str().unwrap().is_empty());
+    for body in [
+        json!({"capacity": 1_000_001}),
+        json!({"capacity": 4, "queue": 1_000_001}),
+        json!({"capacity": -1}),
+        json!({"capacity": 2.5}),
+        json!({"capacity": "8"}),
+        json!({"queue": 3}),
+        json!({"capacity": 4, "bogus": 1}),
+    ] {
+        let answer = h.control("PUT", "/_sim/capacity", Some(body.clone()));
+        assert_eq!(answer.status, 400, "{body} was accepted: {}", answer.body);
+        assert!(answer.json()["error"]["code"].is_string());
+    }
+    assert_eq!(capacity_view(&h), before);
+    let wrong = h.control("DELETE", "/_sim/capacity", None);
+    assert_eq!((wrong.status, wrong.header("allow")), (405, Some("GET, PUT")));
+    assert_eq!(h.sim().capacity().get(), capacity(4, Some(3)));
+}
+
+#[test]
+fn a_reset_restores_the_capacity_given_at_start() {
+    let h = Harness::start(SimConfig { capacity: capacity(3, Some(1)), ..SimConfig::default() });
+    let set = h.control("PUT", "/_sim/capacity", Some(json!({"capacity": 10, "queue": 5})));
+    assert_eq!(set.json(), json!({"capacity": 10, "queue": 5, "in_service": 0, "queued": 0}));
+    let unlimited = h.control("PUT", "/_sim/capacity", Some(json!({"capacity": null})));
+    assert_eq!(unlimited.json(), json!({"capacity": null, "queue": null, "in_service": 0, "queued": 0}));
+    assert_eq!(h.post(&message("m_1"), "1").status, 202);
+    assert_eq!(h.sim().stats().max_in_service, 1, "posts are counted when unlimited too");
+
+    assert_eq!(h.control("POST", "/_sim/reset", None).status, 200);
+    assert_eq!(capacity_view(&h), json!({"capacity": 3, "queue": 1, "in_service": 0, "queued": 0}));
+    let stats = h.sim().stats();
+    assert_eq!((stats.max_in_service, stats.max_concurrent_posts, stats.capacity_rejected), (0, 0, 0));
+
+    h.sim().capacity().set(None);
+    assert_eq!(capacity_view(&h)["capacity"], Value::Null, "the handle sets it too");
+}
+
+#[test]
+fn connections_are_counted_once_however_many_posts_they_carry() {
+    let h = Harness::start(SimConfig::default());
+    let kept_alive = agent(Duration::from_secs(10));
+    for i in 0..3 {
+        assert_eq!(h.try_post(&kept_alive, &message("m_1"), &i.to_string()).unwrap().status, 202);
+    }
+    assert_eq!(h.sim().stats().connections_accepted, 1);
+    for i in 3..6 {
+        let fresh = agent(Duration::from_secs(10));
+        assert_eq!(h.try_post(&fresh, &message("m_1"), &i.to_string()).unwrap().status, 202);
+    }
+    assert_eq!(h.sim().stats().connections_accepted, 4);
+    assert_eq!(h.control("GET", "/_sim/stats", None).json()["connections_accepted"], 5);
+}
+
+/// `energyload esight-sim` as a child process, killed when dropped.
+struct SimProcess {
+    child: std::process::Child,
+    base_url: String,
+}
+
+impl SimProcess {
+    fn start(args: &[&str]) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_energyload"))
+            .arg("esight-sim")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base_url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("eSight simulator listening on ").map(str::to_string))
+            .expect("the simulator prints its address");
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, base_url }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_command_takes_a_capacity_and_a_queue() {
+    let sim = SimProcess::start(&["--capacity", "3", "--queue", "1"]);
+    let client = agent(Duration::from_secs(10));
+    let mut answer = client.get(format!("{}/_sim/capacity", sim.base_url)).call().unwrap();
+    let view: Value = serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(view, json!({"capacity": 3, "queue": 1, "in_service": 0, "queued": 0}));
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_energyload"))
+        .args(["esight-sim", "--listen", "127.0.0.1:0", "--capacity", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("capacity"));
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{
-    ApplianceLink, Catalog, DEFAULT_PASSWORD, DEFAULT_POST_PASSWORD, DEFAULT_POST_USERNAME, DEFAULT_USERNAME,
-    EsightSim, Faults, Outage, OutageMode, SimConfig, SimError,
+    ApplianceLink, Capacity, Catalog, DEFAULT_PASSWORD, DEFAULT_POST_PASSWORD, DEFAULT_POST_USERNAME,
+    DEFAULT_USERNAME, EsightSim, Faults, Outage, OutageMode, SimConfig, SimError,
 };
 use crate::config::Secret;
 
@@ -17,16 +17,19 @@ use crate::config::Secret;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Endpoints: GET /token (Basic), GET /sites and GET /meters (Bearer), POST /consumption (Basic, answers 202).
-Control API: GET /_sim/received, /_sim/stats, /_sim/reports, GET|POST|DELETE /_sim/faults, POST /_sim/reset.
+Control API: GET /_sim/received, /_sim/stats, /_sim/reports, GET|POST|DELETE /_sim/faults,
+  GET|PUT /_sim/capacity, POST /_sim/reset.
 
 Examples:
   energyload esight-sim --listen 127.0.0.1:8090
   energyload esight-sim --listen 127.0.0.1:8090 --error-rate 503=0.1 --latency-ms 50
+  energyload esight-sim --latency-ms 100 --capacity 64 --queue 128
   energyload esight-sim --status-sequence 503,503,200 --error-rate 429=0.05 --retry-after 2
   energyload esight-sim --outage-mode refuse --outage-for 10s --outage-every 2m
   energyload esight-sim --report-fraction 0.1 --report-delay 2s --appliance-url http://127.0.0.1:8080 \\
       --appliance-api-key-file key.txt --appliance-username esight --appliance-password-file esight.pw
-  curl -s -X POST localhost:8090/_sim/faults -H 'Content-Type: application/json' -d '{\"sequence\":[503,200]}'")]
+  curl -s -X POST localhost:8090/_sim/faults -H 'Content-Type: application/json' -d '{\"sequence\":[503,200]}'
+  curl -s -X PUT localhost:8090/_sim/capacity -H 'Content-Type: application/json' -d '{\"capacity\":16}'")]
 pub struct EsightSimArgs {
     /// Address and port to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
@@ -67,6 +70,13 @@ pub struct EsightSimArgs {
     /// Milliseconds added before every eSight answer.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
+    /// Consumption posts served at once (default: unlimited). More wait in a FIFO
+    /// queue (their latency grows); past the queue they get 429 with Retry-After: 1.
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<u64>,
+    /// Consumption posts that may wait while N are in service (default: 2 x capacity).
+    #[arg(long, value_name = "M", requires = "capacity")]
+    pub queue: Option<u64>,
     /// Retry-After seconds sent with injected 429 and 503 answers.
     #[arg(long, value_name = "SECONDS")]
     pub retry_after: Option<u64>,
@@ -150,6 +160,7 @@ impl EsightSimArgs {
             token_ttl: self.token_ttl,
             catalog: Catalog::from_files(self.catalog_sites.as_deref(), self.catalog_meters.as_deref())?,
             faults,
+            capacity: self.capacity.map(|n| Capacity::new(n, self.queue)).transpose()?,
             appliance,
             max_received: self.keep_received,
             ..SimConfig::default()
@@ -210,8 +221,13 @@ fn print_settings(sim: &EsightSim) {
     println!("username = \"{}\"", cfg.username);
     println!("post_username = \"{}\"", cfg.post_username);
     println!("# passwords: as given to the simulator (not printed)");
+    match sim.capacity().get() {
+        Some(c) => println!("capacity: {} posts at once, {} may wait", c.concurrent(), c.queue()),
+        None => println!("capacity: unlimited"),
+    }
     println!(
-        "control API: {}/_sim/stats, {}/_sim/received, {}/_sim/faults",
+        "control API: {}/_sim/stats, {}/_sim/received, {}/_sim/faults, {}/_sim/capacity",
+        sim.base_url(),
         sim.base_url(),
         sim.base_url(),
         sim.base_url()
@@ -330,6 +346,20 @@ mod tests {
             (OutageMode::Hang, 10_000, Some(60_000))
         );
         assert_eq!(cfg.password.expose(), DEFAULT_PASSWORD);
+        assert_eq!(cfg.capacity, None, "unlimited unless asked");
+    }
+
+    #[test]
+    fn capacity_flags_become_a_capacity() {
+        let cfg = parse(&["--capacity", "64"]).unwrap().to_config().unwrap();
+        assert_eq!(cfg.capacity, Some(Capacity::new(64, Some(128)).unwrap()));
+        let cfg = parse(&["--capacity", "3", "--queue", "0"]).unwrap().to_config().unwrap();
+        assert_eq!(cfg.capacity.map(|c| (c.concurrent(), c.queue())), Some((3, 0)));
+        assert!(parse(&["--queue", "5"]).is_err(), "a queue needs a capacity");
+        assert!(matches!(
+            parse(&["--capacity", "0"]).unwrap().to_config(),
+            Err(SimError::InvalidCapacity(_))
+        ));
     }
 
     #[test]

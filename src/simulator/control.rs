@@ -13,8 +13,16 @@
 //! - `POST /_sim/tokens/expire` → `{"expired": N}`: every issued token stops working.
 //! - `PUT /_sim/catalog` with `{"sites": [{"SiteCode"}…], "meters": [{"MeterCode"}…]}`
 //!   → `{"sites": N, "meters": M}`: the catalog served from now on.
+//! - `GET /_sim/capacity` → [`CapacityView`](super::CapacityView)
+//!   `{"capacity": N|null, "queue": M|null, "in_service": A, "queued": B}`;
+//!   `PUT /_sim/capacity` with `{"capacity": N|null, "queue": M}` (`queue`
+//!   optional, default 2 × capacity; a missing `capacity` means null =
+//!   unlimited) sets it from now on and answers the view; `400` for a
+//!   capacity of 0, values above 1,000,000, or a queue without a capacity.
 //! - `POST /_sim/reset` → `{"reset": true}`: forgets messages, reports,
-//!   counters and tokens and restores the faults given at start.
+//!   counters and tokens and restores the faults and capacity given at start.
+//!
+//! Control requests are never queued or delayed.
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -22,7 +30,7 @@ use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Catalog, Faults, Shared, SimError};
+use super::{Capacity, Catalog, Faults, Shared, SimError};
 use crate::http::ApiError;
 use crate::http::request::{parse_json, read_body};
 use crate::http::response::{self, Response};
@@ -41,6 +49,7 @@ pub(crate) async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<
         "/_sim/faults" => "GET, POST, DELETE",
         "/_sim/reset" | "/_sim/tokens/expire" => "POST",
         "/_sim/catalog" => "PUT",
+        "/_sim/capacity" => "GET, PUT",
         _ => return Err(ApiError::not_found("no such control path")),
     };
     let ok = |value: Value| Ok(response::json(StatusCode::OK, &value));
@@ -51,7 +60,7 @@ pub(crate) async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<
             let next_since = items.last().map_or(since, |m| m.seq);
             ok(json!({"items": items, "next_since": next_since}))
         }
-        (Method::GET, "/_sim/stats") => ok(json!(shared.records().stats())),
+        (Method::GET, "/_sim/stats") => ok(json!(shared.stats())),
         (Method::GET, "/_sim/reports") => ok(json!({"items": shared.records().reports()})),
         (Method::GET, "/_sim/faults") => ok(json!(shared.faults.view())),
         (Method::POST, "/_sim/faults") => {
@@ -78,6 +87,20 @@ pub(crate) async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<
             *super::lock(&shared.catalog) = catalog;
             ok(counts)
         }
+        (Method::GET, "/_sim/capacity") => ok(json!(shared.capacity.view())),
+        (Method::PUT, "/_sim/capacity") => {
+            let setting: CapacitySetting = read_json_body(req).await?;
+            let capacity = match (setting.capacity, setting.queue) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(ApiError::bad_request("a queue needs a capacity (or leave both null)"));
+                }
+                (Some(n), queue) => Some(Capacity::new(n, queue).map_err(refusal)?),
+            };
+            shared.capacity.set(capacity);
+            tracing::info!(?capacity, "eSight simulator: capacity set");
+            ok(json!(shared.capacity.view()))
+        }
         (Method::POST, "/_sim/reset") => {
             shared.reset();
             tracing::info!("eSight simulator: reset");
@@ -93,6 +116,16 @@ pub(crate) async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<
 struct CatalogLists {
     sites: Value,
     meters: Value,
+}
+
+/// The body of `PUT /_sim/capacity`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapacitySetting {
+    #[serde(default)]
+    capacity: Option<u64>,
+    #[serde(default)]
+    queue: Option<u64>,
 }
 
 async fn read_json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {

@@ -10,6 +10,11 @@
 //! - `POST /consumption` with HTTP Basic (`post_username`/`post_password`) →
 //!   `202 {"accepted": true, "seq": N}`, or the status a fault dictates.
 //!
+//! A capacity ([`Capacity`], `capacity.rs`) bounds the consumption posts
+//! served at once; beyond it posts queue (FIFO), and past the queue bound
+//! they get `429` with `Retry-After: 1`. Unlimited by default; set at start,
+//! through [`CapacityHandle`] or `PUT /_sim/capacity`.
+//!
 //! Faults ([`Faults`]) are set at start, from Rust through [`FaultsHandle`],
 //! or over the control API under `/_sim/` (see `control.rs`). Accepted
 //! messages can be answered later with an error report posted to the
@@ -18,6 +23,7 @@
 //! The same code runs in-process ([`EsightSim::start`]) and as
 //! `energyload esight-sim` ([`cli::run`]).
 
+mod capacity;
 mod catalog;
 pub mod cli;
 mod control;
@@ -35,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use capacity::{Capacity, CapacityHandle, CapacityView, MAX_CONCURRENT, MAX_QUEUE};
 pub use catalog::Catalog;
 pub use faults::{Faults, FaultsHandle, FaultsView};
 pub use outage::{Outage, OutageMode};
@@ -71,6 +78,9 @@ pub struct SimConfig {
     pub catalog: Catalog,
     /// Faults in force from the start, and restored by a reset.
     pub faults: Faults,
+    /// Consumption posts served at once and allowed to wait, from the start
+    /// and restored by a reset; `None` = unlimited.
+    pub capacity: Option<Capacity>,
     /// Where error reports go; required when `faults.report_fraction > 0`.
     pub appliance: Option<ApplianceLink>,
     /// How many received consumption posts are kept (oldest dropped first).
@@ -92,6 +102,7 @@ impl Default for SimConfig {
             token_ttl: std::time::Duration::from_secs(3600),
             catalog: Catalog::sample(),
             faults: Faults::default(),
+            capacity: None,
             appliance: None,
             max_received: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
@@ -145,6 +156,9 @@ pub enum SimError {
     /// A fault setting is out of range.
     #[error("invalid faults: {0}")]
     InvalidFaults(String),
+    /// A capacity setting is out of range.
+    #[error("invalid capacity: {0}")]
+    InvalidCapacity(String),
     /// Error reports were asked for but no appliance is configured.
     #[error("error reports need the appliance's URL, API key, username and password")]
     NoAppliance,
@@ -174,6 +188,7 @@ pub(crate) struct Shared {
     pub(crate) config: SimConfig,
     pub(crate) passwords: Mutex<Passwords>,
     pub(crate) faults: FaultsHandle,
+    pub(crate) capacity: CapacityHandle,
     pub(crate) catalog: Mutex<Catalog>,
     pub(crate) records: Arc<Mutex<Records>>,
     pub(crate) reporter: Option<reports::Reporter>,
@@ -195,11 +210,21 @@ impl Shared {
         lock(&self.catalog).clone()
     }
 
+    /// The counters, with the capacity gate's high-water marks.
+    pub(crate) fn stats(&self) -> SimStats {
+        let marks = self.capacity.marks();
+        let mut stats = self.records().stats();
+        stats.max_in_service = marks.max_in_service;
+        stats.max_concurrent_posts = marks.max_concurrent_posts;
+        stats
+    }
+
     /// Forgets received messages, reports, counters and tokens, and restores
-    /// the faults given at start.
+    /// the faults and the capacity given at start.
     pub(crate) fn reset(&self) {
         self.records().clear();
         self.faults.restore_initial();
+        self.capacity.restore_initial();
     }
 }
 
@@ -236,6 +261,7 @@ impl EsightSim {
         };
         let shared = Arc::new(Shared {
             faults: FaultsHandle::new(cfg.faults.clone(), cfg.appliance.is_some()),
+            capacity: CapacityHandle::new(cfg.capacity),
             catalog: Mutex::new(cfg.catalog.clone()),
             passwords: Mutex::new(Passwords { token: cfg.password.clone(), post: cfg.post_password.clone() }),
             config: cfg,
@@ -294,6 +320,11 @@ impl EsightSim {
         &self.shared.faults
     }
 
+    /// The capacity controls (`None` = unlimited) and the load now.
+    pub fn capacity(&self) -> &CapacityHandle {
+        &self.shared.capacity
+    }
+
     /// Every kept consumption post, oldest first, faulted ones included.
     pub fn received(&self) -> Vec<ReceivedMessage> {
         self.shared.records().received_since(0, usize::MAX)
@@ -301,7 +332,7 @@ impl EsightSim {
 
     /// The counters.
     pub fn stats(&self) -> SimStats {
-        self.shared.records().stats()
+        self.shared.stats()
     }
 
     /// Error reports sent (or given up on), oldest first.

@@ -74,7 +74,7 @@ pub struct ReportRecord {
     pub at: String,
 }
 
-/// The counters (`GET /_sim/stats`).
+/// The counters (`GET /_sim/stats`), all since start or the last reset.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SimStats {
     /// Requests by endpoint: `token`, `sites`, `meters`, `consumption`,
@@ -88,6 +88,15 @@ pub struct SimStats {
     pub reports: BTreeMap<&'static str, u64>,
     /// Connections dropped by a `refuse` outage.
     pub connections_dropped: u64,
+    /// TCP connections accepted (kept-alive connections count once).
+    pub connections_accepted: u64,
+    /// Consumption posts answered `429` because the capacity queue was full
+    /// (also in `consumption.by_status`; not recorded as received).
+    pub capacity_rejected: u64,
+    /// Most consumption posts in service at once.
+    pub max_in_service: u64,
+    /// Most consumption posts handled at once, waiting or in service.
+    pub max_concurrent_posts: u64,
 }
 
 /// Consumption outcomes.
@@ -244,6 +253,16 @@ impl Records {
 
     pub(crate) fn reports(&self) -> Vec<ReportRecord> {
         self.reports.iter().cloned().collect()
+    }
+
+    pub(crate) fn count_connection_accepted(&mut self) {
+        self.stats.connections_accepted += 1;
+    }
+
+    /// Counts a `429` for a full capacity queue (not recorded as received).
+    pub(crate) fn count_capacity_rejected(&mut self) {
+        self.stats.capacity_rejected += 1;
+        self.count_consumption_status(429);
     }
 
     pub(crate) fn count_connections_dropped(&mut self, n: u64) {

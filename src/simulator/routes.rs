@@ -1,6 +1,13 @@
 //! Request dispatch and eSight's endpoints: `GET /token` (Basic),
 //! `GET /sites` and `GET /meters` (Bearer), `POST /consumption` (Basic).
 //! Control requests under `/_sim/` go to `control.rs`.
+//!
+//! A consumption post is read whole first (body limit: `413`), then passes
+//! the capacity gate (`capacity.rs`: `429` with `Retry-After: 1` when the
+//! queue is full, else it waits its turn), and only in service plays a
+//! `hang` outage, the latency, the credentials check and the status faults.
+//! Reading the body before waiting lets hyper notice a client that
+//! disconnects while queued (it then drops the request and its place).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,10 +71,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     } else if let Some(endpoint) = Endpoint::from_path(&path) {
         shared.records().count_request(endpoint.label());
         if req.method() == endpoint.method() {
-            wait_out_hang(&shared).await;
-            let latency = shared.faults.latency();
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
+            // Consumption posts play the outage and latency once in service.
+            if endpoint != Endpoint::Consumption {
+                in_service_delay(&shared).await;
             }
             esight(&shared, endpoint, req).await
         } else {
@@ -83,6 +89,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// What serving takes: a `hang` outage, then the latency.
+async fn in_service_delay(shared: &Shared) {
+    wait_out_hang(shared).await;
+    let latency = shared.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
 }
 
 /// Holds the request while a `hang` outage is on.
@@ -142,13 +157,10 @@ struct MessageHead {
     header: Option<Value>,
 }
 
+/// `POST /consumption`: read, wait for service, then answered as in service.
 async fn consumption(shared: &Shared, req: Request<Incoming>) -> Result<Response, ApiError> {
     let cfg = &shared.config;
     let (parts, body) = req.into_parts();
-    if !basic_matches(&parts.headers, &cfg.post_username, shared.passwords().post.expose()) {
-        shared.records().count_consumption_status(401);
-        return Err(basic_refusal());
-    }
     let body = match read_body(&parts.headers, body, cfg.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -156,6 +168,20 @@ async fn consumption(shared: &Shared, req: Request<Incoming>) -> Result<Response
             return Err(e);
         }
     };
+    let Some(_in_service) = shared.capacity.enter().await else {
+        shared.records().count_capacity_rejected();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::esight::status::error_code_for_status(429),
+            "the eSight simulator is at capacity and its queue is full",
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from_static("1")));
+    };
+    in_service_delay(shared).await;
+    if !basic_matches(&parts.headers, &cfg.post_username, shared.passwords().post.expose()) {
+        shared.records().count_consumption_status(401);
+        return Err(basic_refusal());
+    }
     let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
     let status = if is_json { shared.faults.next_consumption_status() } else { 400 };
     let message_id = serde_json::from_slice::<MessageHead>(&body)

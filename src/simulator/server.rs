@@ -85,6 +85,7 @@ pub(crate) async fn serve(
             _ = faults_changed.changed() => continue,
             _ = stop.changed() => break,
         };
+        shared.records().count_connection_accepted();
         let _ = stream.set_nodelay(true);
         let shared_for_conn = shared.clone();
         let service = service_fn(move |req| {

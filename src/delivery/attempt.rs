@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::backoff::retry_delay;
 use super::catalog::Verdict;
 use super::client::CallError;
-use super::limiter::Sample;
+use super::limiter::{RoundId, Sample};
 use super::poster::Job;
 use super::{Engine, Shared};
 use crate::clock::now_millis;
@@ -31,6 +31,8 @@ pub struct Outstanding {
     pub created_at: i64,
     /// When the attempt started (Unix ms).
     pub started_at: i64,
+    /// The limiter's round it was sent in.
+    pub round: RoundId,
 }
 
 /// A claimed message after the catalog check.
@@ -94,6 +96,7 @@ pub fn prepare(shared: &Shared, engine: &Engine, msg: ClaimedMessage) -> Prepare
         attempts: msg.attempts,
         created_at: msg.created_at,
         started_at: now_millis(),
+        round: RoundId::UNSENT,
     };
     let started = std::time::Instant::now();
     let site_code = format!("{}_{}", msg.local_market.to_uppercase(), msg.site_id);

@@ -114,7 +114,7 @@ fn settle_answers(shared: &Shared, engine: &Engine, in_flight: &mut InFlight) ->
     for c in answers {
         let Some(o) = in_flight.remove(&c.id) else { continue };
         let settled = attempt::settle(shared, engine, &o, c.rtt, c.result);
-        shared.limiter.on_sample(settled.sample, in_flight.len(), now);
+        shared.limiter.on_sample(o.round, settled.sample, now);
         outage_over |= settled.outage_over;
         records.push(settled.record);
     }
@@ -152,21 +152,27 @@ fn claim(
         return Ok(0);
     }
     let count = claimed.len();
+    let mut sent = Vec::with_capacity(count);
     for msg in claimed {
         match attempt::prepare(shared, engine, msg) {
             Prepared::Settled(record) => records.push(record),
             Prepared::Post(job, outstanding) => {
                 let id = job.id;
                 if poster.send(job) {
-                    in_flight.insert(id, outstanding);
+                    sent.push(outstanding);
                 } else {
                     records.push(attempt::requeue(id, now_millis()));
                 }
             }
         }
     }
+    // Their answers are taken on this thread, after this: the round is
+    // known before any of them is settled.
+    let round = shared.limiter.on_sent(sent.len(), in_flight.len() + sent.len(), Instant::now());
+    for o in sent {
+        in_flight.insert(o.id, Outstanding { round, ..o });
+    }
     shared.in_flight.store(in_flight.len(), Ordering::Relaxed);
-    shared.limiter.note_in_flight(in_flight.len());
     Ok(count)
 }
 

@@ -2,19 +2,24 @@
 //! outstanding at eSight at once.
 //!
 //! The limit behaves like a TCP congestion window driven by latency (the
-//! approach of TCP Vegas and Netflix's `concurrency-limits`):
+//! approach of TCP Vegas, HyStart and Netflix's `concurrency-limits`):
 //!
-//! - samples are judged per **window** of about two base round trips
-//!   (50 ms to 1 s), so one slow answer moves nothing;
+//! - posts are grouped in **rounds**: a round takes the posts sent during
+//!   one base round trip (at least 20 ms, at most 1 s) and is judged once
+//!   every one of them is answered — so a grown limit is judged by the
+//!   answers to exactly the posts it let out, not diluted by older ones, and
+//!   one slow answer moves nothing;
 //! - the **base latency** is the lowest round trip seen over the last 30 to
 //!   60 s: what eSight takes when nothing queues there;
-//! - a window whose mean round trip stays within
-//!   `base × 1.25 + 5 ms` and which used the limit **grows** it — doubling
-//!   per window at first (slow start), then by a sixteenth;
-//! - a window whose mean rose above that **shrinks** the limit in proportion
+//! - a round whose mean latency stays within `base × 1.25 + 5 ms` and which
+//!   used the limit **grows** it — doubling per round at first (slow start,
+//!   left as soon as the mean exceeds `base × 1.1 + 5 ms`), then by a
+//!   sixteenth;
+//! - a round whose mean rose above that **shrinks** the limit in proportion
 //!   (`tolerated / mean`, at most halving): eSight is queueing our posts;
 //! - an **overload** (`429`, `503`, a timeout, a refused connection) halves
-//!   it and ends slow start; a `Retry-After` on it holds every new post back
+//!   it at once — once per base round trip, however many arrive together —
+//!   and ends slow start; a `Retry-After` on it holds every new post back
 //!   for that long (at most [`MAX_HOLD`]);
 //! - the limit stays between 1 and `delivery.max_in_flight`.
 //!
@@ -27,12 +32,15 @@ use std::time::{Duration, Instant};
 pub const INITIAL_LIMIT: usize = 8;
 /// Mean latency up to `base × TOLERANCE + SLACK` counts as "flat".
 const TOLERANCE: f64 = 1.25;
+/// Slow start doubles only while the mean latency stays within
+/// `base × SLOW_START_EXIT + SLACK`.
+const SLOW_START_EXIT: f64 = 1.1;
 /// Absolute slack on the tolerated latency: scheduling noise on a busy
 /// machine, which matters when eSight answers in a millisecond.
 const SLACK: Duration = Duration::from_millis(5);
-/// Shortest and longest judging window.
-const MIN_WINDOW: Duration = Duration::from_millis(50);
-const MAX_WINDOW: Duration = Duration::from_secs(1);
+/// Shortest and longest sending phase of a round.
+const MIN_ROUND: Duration = Duration::from_millis(20);
+const MAX_ROUND: Duration = Duration::from_secs(1);
 /// The base latency is the minimum over the current and the previous bucket
 /// of this length, so it follows a lasting change of eSight's latency.
 const BASE_BUCKET: Duration = Duration::from_secs(30);
@@ -54,6 +62,16 @@ pub enum Sample {
         /// `Retry-After`, if given.
         retry_after: Option<Duration>,
     },
+}
+
+/// The round a post was sent in (returned by [`Limiter::on_sent`], given
+/// back with its answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundId(u64);
+
+impl RoundId {
+    /// A post not sent yet (no round has this id).
+    pub const UNSENT: RoundId = RoundId(u64::MAX);
 }
 
 /// What the limiter shows to `/metrics`, the stats and the admin page.
@@ -81,7 +99,12 @@ struct State {
     limit: f64,
     slow_start: bool,
     base: BaseRtt,
-    window: Window,
+    /// The round posts are sent in now.
+    sending: Round,
+    /// The previous round, until all its posts are answered.
+    closing: Option<Round>,
+    next_round: u64,
+    last_cut: Option<Instant>,
     hold_until: Option<Instant>,
     recent_rtt: Option<Duration>,
 }
@@ -111,19 +134,83 @@ impl BaseRtt {
     }
 }
 
-/// The samples of the window being judged.
+/// The posts of one round and their answers so far.
 #[derive(Debug)]
-struct Window {
+struct Round {
+    id: u64,
     started: Instant,
+    sent: u32,
     answered: u32,
     rtt_sum: Duration,
     overloaded: u32,
+    /// Most posts outstanding while this round sent.
     peak_in_flight: usize,
 }
 
-impl Window {
-    fn new(started: Instant, in_flight: usize) -> Self {
-        Self { started, answered: 0, rtt_sum: Duration::ZERO, overloaded: 0, peak_in_flight: in_flight }
+impl Round {
+    fn new(id: u64, started: Instant) -> Self {
+        Self { id, started, sent: 0, answered: 0, rtt_sum: Duration::ZERO, overloaded: 0, peak_in_flight: 0 }
+    }
+
+    fn complete(&self) -> bool {
+        self.answered + self.overloaded >= self.sent
+    }
+}
+
+impl State {
+    /// The sending phase of a round: one base round trip.
+    fn phase(&self) -> Duration {
+        self.base.get().unwrap_or(Duration::from_millis(100)).clamp(MIN_ROUND, MAX_ROUND)
+    }
+
+    /// Judges the closing round once all its posts are answered, and starts
+    /// a new sending round once the current one's phase is over and no
+    /// earlier round waits for answers (one round judged at a time).
+    fn advance(&mut self, max: f64, now: Instant) {
+        if self.closing.as_ref().is_some_and(Round::complete) {
+            let done = self.closing.take().expect("checked");
+            self.judge(&done, max, now);
+        }
+        if self.closing.is_some() || now.saturating_duration_since(self.sending.started) < self.phase() {
+            return;
+        }
+        let id = self.next_round;
+        self.next_round += 1;
+        let finished = std::mem::replace(&mut self.sending, Round::new(id, now));
+        if finished.sent == 0 {
+            return;
+        }
+        if finished.complete() {
+            self.judge(&finished, max, now);
+        } else {
+            self.closing = Some(finished);
+        }
+    }
+
+    /// Moves the limit by a fully answered round.
+    fn judge(&mut self, r: &Round, max: f64, now: Instant) {
+        if r.overloaded > 0 || r.answered == 0 {
+            return; // Overloads cut when they arrive.
+        }
+        let mean = r.rtt_sum / r.answered;
+        let Some(base) = self.base.get() else { return };
+        let tolerated = base.mul_f64(TOLERANCE) + SLACK;
+        if mean > tolerated {
+            let gradient = (tolerated.as_secs_f64() / mean.as_secs_f64()).clamp(0.5, 1.0);
+            self.limit = (self.limit * gradient).max(1.0);
+            self.slow_start = false;
+            self.last_cut = Some(now);
+            return;
+        }
+        if self.slow_start && mean > base.mul_f64(SLOW_START_EXIT) + SLACK {
+            self.slow_start = false;
+        }
+        // Grow only a limit that was used ("window-limited", as TCP says):
+        // an idle appliance keeps its limit where it is.
+        if r.peak_in_flight as f64 >= (self.limit * 0.9).floor() {
+            let grown = if self.slow_start { self.limit * 2.0 } else { self.limit + (self.limit / 16.0).max(1.0) };
+            self.limit = grown.min(max);
+        }
     }
 }
 
@@ -136,7 +223,10 @@ impl Limiter {
                 limit: INITIAL_LIMIT.min(max) as f64,
                 slow_start: true,
                 base: BaseRtt { bucket_started: now, current: None, previous: None },
-                window: Window::new(now, 0),
+                sending: Round::new(0, now),
+                closing: None,
+                next_round: 1,
+                last_cut: None,
                 hold_until: None,
                 recent_rtt: None,
             }),
@@ -168,70 +258,54 @@ impl Limiter {
         self.lock().hold_until.filter(|until| now < *until)
     }
 
-    /// Notes that `in_flight` posts are outstanding after a dispatch.
-    pub fn note_in_flight(&self, in_flight: usize) {
+    /// Notes `count` posts sent now, with `in_flight` outstanding after
+    /// them; returns the round to hand back with their answers.
+    pub fn on_sent(&self, count: usize, in_flight: usize, now: Instant) -> RoundId {
         let mut s = self.lock();
-        s.window.peak_in_flight = s.window.peak_in_flight.max(in_flight);
+        s.advance(self.max as f64, now);
+        let r = &mut s.sending;
+        r.sent = r.sent.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+        r.peak_in_flight = r.peak_in_flight.max(in_flight);
+        RoundId(r.id)
     }
 
-    /// Takes one post's outcome; judges the window when it is complete.
-    /// `in_flight` is the number still outstanding.
-    pub fn on_sample(&self, sample: Sample, in_flight: usize, now: Instant) {
+    /// Takes the outcome of one post sent in `round`.
+    pub fn on_sample(&self, round: RoundId, sample: Sample, now: Instant) {
         let mut s = self.lock();
-        match sample {
-            Sample::Answered { rtt } => {
-                s.base.note(rtt, now);
-                s.recent_rtt = Some(match s.recent_rtt {
-                    Some(r) => r - r / 8 + rtt / 8,
-                    None => rtt,
-                });
-                s.window.answered += 1;
-                s.window.rtt_sum += rtt;
+        if let Sample::Answered { rtt } = sample {
+            s.base.note(rtt, now);
+            s.recent_rtt = Some(match s.recent_rtt {
+                Some(r) => r - r / 8 + rtt / 8,
+                None => rtt,
+            });
+        }
+        if let Sample::Overloaded { retry_after } = sample {
+            if let Some(hint) = retry_after {
+                let until = now + hint.min(MAX_HOLD);
+                s.hold_until = Some(s.hold_until.map_or(until, |h| h.max(until)));
             }
-            Sample::Overloaded { retry_after } => {
-                s.window.overloaded += 1;
-                if let Some(hint) = retry_after {
-                    let until = now + hint.min(MAX_HOLD);
-                    s.hold_until = Some(s.hold_until.map_or(until, |h| h.max(until)));
+            let phase = s.phase();
+            if s.last_cut.is_none_or(|at| now.saturating_duration_since(at) >= phase) {
+                s.limit = (s.limit * 0.5).max(1.0);
+                s.slow_start = false;
+                s.last_cut = Some(now);
+            }
+        }
+        let round = if s.sending.id == round.0 {
+            Some(&mut s.sending)
+        } else {
+            s.closing.as_mut().filter(|r| r.id == round.0)
+        };
+        if let Some(r) = round {
+            match sample {
+                Sample::Answered { rtt } => {
+                    r.answered += 1;
+                    r.rtt_sum += rtt;
                 }
+                Sample::Overloaded { .. } => r.overloaded += 1,
             }
         }
-        let window_len =
-            s.base.get().map_or(Duration::from_millis(100), |b| b * 2).clamp(MIN_WINDOW, MAX_WINDOW);
-        if now.saturating_duration_since(s.window.started) >= window_len {
-            self.judge(&mut s);
-            s.window = Window::new(now, in_flight);
-        }
-    }
-
-    /// Moves the limit by the window's samples.
-    fn judge(&self, s: &mut State) {
-        let w = &s.window;
-        let max = self.max as f64;
-        if w.overloaded > 0 {
-            s.limit = (s.limit * 0.5).max(1.0);
-            s.slow_start = false;
-            return;
-        }
-        if w.answered == 0 {
-            return;
-        }
-        let mean = w.rtt_sum / w.answered;
-        let tolerated = s.base.get().map(|b| b.mul_f64(TOLERANCE) + SLACK);
-        if let Some(tolerated) = tolerated
-            && mean > tolerated
-        {
-            let gradient = (tolerated.as_secs_f64() / mean.as_secs_f64()).clamp(0.5, 1.0);
-            s.limit = (s.limit * gradient).max(1.0);
-            s.slow_start = false;
-            return;
-        }
-        // Grow only a limit that was used ("window-limited", as TCP says):
-        // an idle appliance keeps its limit where it is.
-        if w.peak_in_flight as f64 >= (s.limit * 0.9).floor() {
-            let grown = if s.slow_start { s.limit * 2.0 } else { s.limit + (s.limit / 16.0).max(1.0) };
-            s.limit = grown.min(max);
-        }
+        s.advance(self.max as f64, now);
     }
 
     /// The current state, for display.
@@ -241,10 +315,7 @@ impl Limiter {
             limit: (s.limit as usize).max(1),
             base_rtt: s.base.get(),
             recent_rtt: s.recent_rtt,
-            held_for: s
-                .hold_until
-                .and_then(|until| until.checked_duration_since(now))
-                .filter(|d| !d.is_zero()),
+            held_for: s.hold_until.and_then(|until| until.checked_duration_since(now)).filter(|d| !d.is_zero()),
         }
     }
 }
@@ -255,19 +326,21 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Feeds `windows` windows of answers at `rtt`, each using the limit in
-    /// full; returns the limit after each.
-    fn run(l: &Limiter, start: Instant, windows: u32, rtt: Duration) -> (Instant, Vec<usize>) {
+    /// Plays `rounds` rounds in which the limit is used in full and every
+    /// post is answered after `rtt`; returns the limit after each.
+    fn run(l: &Limiter, start: Instant, rounds: u32, rtt: Duration) -> (Instant, Vec<usize>) {
         let mut now = start;
         let mut limits = Vec::new();
-        for _ in 0..windows {
+        for _ in 0..rounds {
             let limit = l.view(now).limit;
-            l.note_in_flight(limit);
-            for _ in 0..limit.min(50) {
-                l.on_sample(Sample::Answered { rtt }, limit, now);
+            let round = l.on_sent(limit, limit, now);
+            now += rtt;
+            for _ in 0..limit {
+                l.on_sample(round, Sample::Answered { rtt }, now);
             }
-            now += MAX_WINDOW;
-            l.on_sample(Sample::Answered { rtt }, limit, now);
+            // The next round's sends start the rotation that judges this one.
+            now += MAX_ROUND;
+            let _ = l.on_sent(0, 0, now);
             limits.push(l.view(now).limit);
         }
         (now, limits)
@@ -289,10 +362,11 @@ mod tests {
         let l = Limiter::new(1000, t0);
         let mut now = t0;
         for _ in 0..10 {
-            l.note_in_flight(2);
-            l.on_sample(Sample::Answered { rtt: 100 * MS }, 1, now);
-            now += MAX_WINDOW;
-            l.on_sample(Sample::Answered { rtt: 100 * MS }, 1, now);
+            let round = l.on_sent(2, 2, now);
+            now += 100 * MS;
+            l.on_sample(round, Sample::Answered { rtt: 100 * MS }, now);
+            l.on_sample(round, Sample::Answered { rtt: 100 * MS }, now);
+            now += MAX_ROUND;
         }
         assert_eq!(l.view(now).limit, INITIAL_LIMIT);
     }
@@ -312,21 +386,54 @@ mod tests {
     }
 
     #[test]
-    fn overload_halves_once_per_window_and_retry_after_holds_every_post() {
+    fn slow_start_ends_when_latency_rises_a_little_and_growth_goes_on_by_sixteenths() {
+        let t0 = Instant::now();
+        let l = Limiter::new(1000, t0);
+        let (now, limits) = run(&l, t0, 3, 100 * MS);
+        assert_eq!(limits.last(), Some(&64));
+        let (_, limits) = run(&l, now, 2, 120 * MS);
+        assert_eq!(limits, [68, 72], "within tolerance (130 ms) but above 115 ms: additive");
+    }
+
+    #[test]
+    fn a_round_is_judged_by_its_own_posts_once_all_are_answered() {
+        let t0 = Instant::now();
+        let l = Limiter::new(1000, t0);
+        let (now, limits) = run(&l, t0, 3, 100 * MS);
+        assert_eq!(limits.last(), Some(&64));
+        // A round sends 64 posts; eSight serves them behind 64 others, so
+        // they answer after 200 ms. Answers to older posts (another round)
+        // at 100 ms meanwhile do not count for it.
+        let round = l.on_sent(64, 128, now);
+        let older = l.on_sent(0, 128, now);
+        assert_eq!(round, older, "same sending phase, same round");
+        let t = now + 150 * MS;
+        let _ = l.on_sent(1, 128, t); // the phase is over: a new round starts
+        for _ in 0..63 {
+            l.on_sample(round, Sample::Answered { rtt: 200 * MS }, now + 200 * MS);
+        }
+        assert_eq!(l.view(t).limit, 64, "no verdict before the round's last answer");
+        l.on_sample(round, Sample::Answered { rtt: 200 * MS }, now + 200 * MS);
+        assert_eq!(l.view(t).limit, 41, "64 × 130/200");
+    }
+
+    #[test]
+    fn overload_halves_once_per_round_trip_and_retry_after_holds_every_post() {
         let t0 = Instant::now();
         let l = Limiter::new(1000, t0);
         let (now, _) = run(&l, t0, 3, 100 * MS);
         assert_eq!(l.room(10, now), 54);
+        let round = l.on_sent(64, 64, now);
         for _ in 0..20 {
-            l.on_sample(Sample::Overloaded { retry_after: Some(Duration::from_secs(2)) }, 60, now);
+            l.on_sample(round, Sample::Overloaded { retry_after: Some(Duration::from_secs(2)) }, now);
         }
         assert_eq!(l.room(0, now), 0, "held by Retry-After");
         assert_eq!(l.held_until(now), Some(now + Duration::from_secs(2)));
-        let later = now + MAX_WINDOW;
-        l.on_sample(Sample::Overloaded { retry_after: None }, 40, later);
-        assert_eq!(l.view(later).limit, 32, "twenty 429s in one window cut once");
+        assert_eq!(l.view(now).limit, 32, "twenty 429s together cut once");
+        l.on_sample(round, Sample::Overloaded { retry_after: None }, now + 200 * MS);
+        assert_eq!(l.view(now).limit, 16, "a later one cuts again");
         let after_hold = now + Duration::from_secs(2);
-        assert_eq!(l.room(0, after_hold), 32);
+        assert_eq!(l.room(0, after_hold), 16);
         assert_eq!(l.held_until(after_hold), None);
     }
 
@@ -334,7 +441,8 @@ mod tests {
     fn a_huge_retry_after_holds_at_most_a_minute() {
         let t0 = Instant::now();
         let l = Limiter::new(10, t0);
-        l.on_sample(Sample::Overloaded { retry_after: Some(Duration::from_secs(u64::MAX / 4)) }, 0, t0);
+        let round = l.on_sent(1, 1, t0);
+        l.on_sample(round, Sample::Overloaded { retry_after: Some(Duration::from_secs(u64::MAX / 4)) }, t0);
         assert_eq!(l.held_until(t0), Some(t0 + MAX_HOLD));
     }
 
@@ -344,8 +452,9 @@ mod tests {
         let l = Limiter::new(4, t0);
         let mut now = t0;
         for _ in 0..20 {
-            now += MAX_WINDOW;
-            l.on_sample(Sample::Overloaded { retry_after: None }, 0, now);
+            now += MAX_ROUND;
+            let round = l.on_sent(1, 1, now);
+            l.on_sample(round, Sample::Overloaded { retry_after: None }, now);
         }
         assert_eq!(l.view(now).limit, 1);
         assert_eq!(l.room(0, now), 1);
@@ -355,11 +464,12 @@ mod tests {
     fn the_base_latency_follows_a_lasting_change() {
         let t0 = Instant::now();
         let l = Limiter::new(100, t0);
-        l.on_sample(Sample::Answered { rtt: 10 * MS }, 0, t0);
+        let round = l.on_sent(71, 1, t0);
+        l.on_sample(round, Sample::Answered { rtt: 10 * MS }, t0);
         let mut now = t0;
         for _ in 0..70 {
             now += Duration::from_secs(1);
-            l.on_sample(Sample::Answered { rtt: 200 * MS }, 0, now);
+            l.on_sample(round, Sample::Answered { rtt: 200 * MS }, now);
         }
         assert_eq!(l.view(now).base_rtt, Some(200 * MS));
     }

@@ -37,7 +37,7 @@ use crate::storage::{Storage, StorageError};
 
 pub use backoff::{CircuitBreaker, PROBE_INTERVAL_MAX, Permit, retry_delay};
 pub use client::{CallError, CredentialChange, Credentials, Endpoints, EsightClient};
-pub use limiter::{INITIAL_LIMIT, Limiter, LimiterView, Sample};
+pub use limiter::{INITIAL_LIMIT, Limiter, LimiterView, RoundId, Sample};
 
 /// The parts that talk to eSight; absent until `[esight]` is complete.
 struct Engine {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use energyload::clock::parse_rfc3339_millis;
 use energyload::config::Duration as CfgDuration;
-use energyload::simulator::{Faults, Outage, OutageMode, SimConfig};
+use energyload::simulator::{Capacity, Faults, Outage, OutageMode, SimConfig};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
@@ -225,4 +225,74 @@ fn after_an_outage_the_messages_it_held_back_go_out_within_seconds_not_after_the
         let waited = at(log.last().unwrap()) - at(log.first().unwrap());
         assert!(waited < 60_000, "the retry waited out its 60 s backoff: {waited} ms: {d}");
     }
+}
+
+/// A simulator of `capacity` posts at once, 100 ms each.
+fn sim_with_capacity(capacity: u64) -> crate::common::esight::Sim {
+    let sim = spawn_simulator_with(SimConfig {
+        capacity: Some(Capacity::new(capacity, None).unwrap()),
+        max_received: 1_000_000,
+        ..SimConfig::default()
+    });
+    sim.set_faults(Faults { latency_ms: 100, ..Faults::default() });
+    sim
+}
+
+fn limit(s: &Session) -> u64 {
+    s.get_json(STATS)["delivery"]["concurrency_limit"].as_u64().unwrap()
+}
+
+fn rejected_429(sim: &crate::common::esight::Sim) -> u64 {
+    sim.stats().consumption.by_status.get(&429).copied().unwrap_or(0)
+}
+
+#[test]
+fn at_100_ms_the_limit_rises_to_the_capacity_and_posts_reuse_their_connections() {
+    let sim = sim_with_capacity(64);
+    let s = app_for(&sim, |_| {});
+    let ids = post_many(&s, "capacity", 4_000);
+    wait_until(Duration::from_secs(30), "the limit to reach the capacity", || limit(&s) >= 64);
+    wait_until(Duration::from_secs(60), "all delivered", || {
+        s.get_json(STATS)["by_status"]["delivered"].as_u64() == Some(ids.len() as u64)
+    });
+    let st = sim.stats();
+    assert_eq!(st.max_in_service, 64, "the appliance used all of eSight's capacity: {st:?}");
+    let posts = st.requests["consumption"];
+    assert!(rejected_429(&sim) * 100 < posts, "429s: {} of {posts}", rejected_429(&sim));
+    // Keep-alive: the connections opened follow the concurrency, not the
+    // message count (4,000 messages; token and catalog calls add a few).
+    eprintln!(
+        "{} connections for {posts} posts, at most {} at once",
+        st.connections_accepted, st.max_concurrent_posts
+    );
+    assert!(
+        st.connections_accepted <= 2 * st.max_concurrent_posts + 8,
+        "{} connections for at most {} posts at once",
+        st.connections_accepted,
+        st.max_concurrent_posts
+    );
+}
+
+#[test]
+fn a_capacity_cut_from_64_to_16_is_followed_within_seconds_with_under_one_percent_429s() {
+    let sim = sim_with_capacity(64);
+    let s = app_for(&sim, |_| {});
+    let ids = post_many(&s, "capacity-cut", 6_000);
+    wait_until(Duration::from_secs(30), "the limit to reach the capacity", || limit(&s) >= 64);
+
+    sim.sim().capacity().set(Some(Capacity::new(16, None).unwrap()));
+    let cut = Instant::now();
+    wait_until(Duration::from_secs(10), "the limit to follow the cut", || limit(&s) <= 32);
+    eprintln!("limit followed the cut in {:?}", cut.elapsed());
+    assert!(limit(&s) >= 4, "the limit collapsed instead of following: {}", limit(&s));
+
+    sim.sim().capacity().set(Some(Capacity::new(64, None).unwrap()));
+    wait_until(Duration::from_secs(20), "the limit to grow back", || limit(&s) >= 64);
+    wait_until(Duration::from_secs(90), "all delivered", || {
+        s.get_json(STATS)["by_status"]["delivered"].as_u64() == Some(ids.len() as u64)
+    });
+    let posts = sim.stats().requests["consumption"];
+    let rejected = rejected_429(&sim);
+    eprintln!("{rejected} 429s of {posts} posts");
+    assert!(rejected * 100 < posts, "{rejected} 429s of {posts} posts");
 }

@@ -22,8 +22,8 @@ fn main() -> std::process::ExitCode {
 ///
 /// Measured (`no_thp` and this together, on a kernel with THP `madvise`;
 /// 60,000 messages, eSight simulator at 100 ms, 1,024 posts outstanding):
-/// RSS after ingest 129 → 105 MiB; peak 190–203 → 156–167 MiB; at 0 ms
-/// peak 162 → 129 MiB; the same delivery rate (~6,800/s over the run at
+/// RSS after ingest 126–130 → 105 MiB; peak 190–203 → 156–171 MiB; at
+/// 0 ms peak 162 → 129–139 MiB; the same delivery rate (~6,800/s over the run at
 /// 100 ms, ~15,500/s at 0 ms). This call alone leaves ~3 MiB more at idle
 /// (huge pages touched before `main`). A kernel without the call (before
 /// 3.15) keeps its default.

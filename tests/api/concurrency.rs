@@ -139,7 +139,7 @@ fn sigkill_with_hundreds_of_posts_in_flight_loses_nothing() {
     let base = server.base();
     let token = login(&base);
     let mut ids = BTreeSet::new();
-    for _ in 0..8 {
+    for _ in 0..30 {
         let batch: Vec<Value> = (0..100).map(|_| message(&unique_id("kill-in-flight"))).collect();
         let r = call(
             &base,

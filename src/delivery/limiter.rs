@@ -208,7 +208,8 @@ impl State {
         // Grow only a limit that was used ("window-limited", as TCP says):
         // an idle appliance keeps its limit where it is.
         if r.peak_in_flight as f64 >= (self.limit * 0.9).floor() {
-            let grown = if self.slow_start { self.limit * 2.0 } else { self.limit + (self.limit / 16.0).max(1.0) };
+            let grown =
+                if self.slow_start { self.limit * 2.0 } else { self.limit + (self.limit / 16.0).max(1.0) };
             self.limit = grown.min(max);
         }
     }
@@ -315,7 +316,10 @@ impl Limiter {
             limit: (s.limit as usize).max(1),
             base_rtt: s.base.get(),
             recent_rtt: s.recent_rtt,
-            held_for: s.hold_until.and_then(|until| until.checked_duration_since(now)).filter(|d| !d.is_zero()),
+            held_for: s
+                .hold_until
+                .and_then(|until| until.checked_duration_since(now))
+                .filter(|d| !d.is_zero()),
         }
     }
 }

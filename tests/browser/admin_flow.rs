@@ -153,6 +153,14 @@ async fn deliver_fail_and_retry(b: &Browser, env: &Env) -> (String, String) {
     assert_eq!(b.text_of("#delivered-last-hour").await, "1");
     assert_eq!(b.text_of("#esight-reachability").await, "reachable");
     assert_eq!(b.js("return document.getElementById('delivery-state').dataset.state;").await, "running");
+    // The delivery card shows the concurrency and eSight's latency.
+    assert!(b.text_of("#delivery-concurrency").await.contains(" in flight · limit "));
+    b.wait_js(
+        "eSight's latency on the dashboard",
+        "return document.getElementById('esight-latency').textContent;",
+        |v| v.as_str().is_some_and(|t| t.starts_with("eSight answers in ") && t.contains(" ms (base ")),
+    )
+    .await;
     let sent = env.sim.statuses_for(&format!("browser_ok_1_{ok_id}"));
     assert!(!sent.is_empty() && sent.iter().all(|s| (200..300).contains(s)), "eSight got it: {sent:?}");
 

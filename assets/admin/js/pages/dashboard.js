@@ -1,5 +1,6 @@
 // pages/dashboard.js — the dashboard: messages by status, deliveries-per-minute chart, oldest
-// pending age, eSight reachability, worker state, latest failures; refreshes every 5 s while
+// pending age, eSight reachability, delivery state with its concurrency and eSight's latency,
+// latest failures; refreshes every 5 s while
 // the tab is visible; admins can pause/resume delivery.
 
 import { el, clear, fmtAge, fmtNumber, fmtTime } from '../dom.js';
@@ -27,9 +28,27 @@ function reachability(esight) {
   return badge('unknown', 'not checked yet');
 }
 
+// How many consumption posts are out at eSight, against the adaptive limit, and how fast
+// eSight answers: throughput is about in-flight / latency.
+function concurrencyLines(d) {
+  if (d.concurrency_limit === undefined) return [];
+  const ms = (v) => (v === null || v === undefined ? '—' : `${fmtNumber(Math.round(v))} ms`);
+  const lines = [
+    el('p', { class: 'muted small', id: 'delivery-concurrency' },
+      `${fmtNumber(d.in_flight || 0)} in flight · limit ${fmtNumber(d.concurrency_limit)} of ${fmtNumber(d.max_in_flight)}`),
+    el('p', { class: 'muted small', id: 'esight-latency' },
+      `eSight answers in ${ms(d.esight_latency_ms)} (base ${ms(d.esight_base_latency_ms)})`),
+  ];
+  if (d.retry_after_hold_seconds) {
+    lines.push(el('p', { class: 'alert alert--warn small', id: 'retry-after-hold' },
+      `eSight asked to wait: holding posts for ${d.retry_after_hold_seconds} s`));
+  }
+  return lines;
+}
+
 function healthCards(stats) {
   const d = stats.delivery || {};
-  const workers = d.workers === undefined ? '—' : `${d.workers_alive ?? '—'} of ${d.workers} workers alive`;
+  const workers = d.workers === undefined ? '—' : `${d.workers_alive ?? '—'} of ${d.workers} delivery threads alive`;
   return el('div', { class: 'card-grid' },
     card('Delivered in the last hour', null,
       el('p', { class: 'big-number', id: 'delivered-last-hour' }, fmtNumber(stats.delivered_last_hour || 0))),
@@ -40,6 +59,7 @@ function healthCards(stats) {
     card('eSight', null, el('p', { class: 'big-badge', id: 'esight-reachability' }, reachability(stats.esight))),
     card('Delivery', null,
       el('p', { class: 'big-badge', id: 'delivery-state', 'data-state': d.state || 'unknown' }, badge(d.state || 'unknown')),
+      ...concurrencyLines(d),
       el('p', { class: 'muted small', id: 'delivery-workers' }, workers)));
 }
 

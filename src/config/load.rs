@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(c.server.max_body_bytes, 20);
         assert!(!c.auth.api_key_required);
         assert_eq!(c.delivery.workers, None);
-        assert_eq!(c.delivery.max_in_flight, 1024);
+        assert_eq!(c.delivery.max_in_flight, 1536);
     }
 
     #[test]

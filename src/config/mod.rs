@@ -300,7 +300,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             workers: None,
-            max_in_flight: 1024,
+            max_in_flight: 1536,
             max_attempts: 20,
             max_age: Duration::from_secs(24 * 3600),
             backoff_initial: Duration::from_secs(1),

@@ -36,6 +36,11 @@ use crate::storage::delivery::{self as store, AttemptRecord, Settlement};
 const CLAIM_MAX: usize = 256;
 /// Longest sleep between looks at the queue.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Lingering between rounds: how long, from how many posts outstanding, and
+/// how many answers already waiting make it unnecessary.
+const LINGER: Duration = Duration::from_millis(1);
+const LINGER_MIN_IN_FLIGHT: usize = 32;
+const LINGER_ENOUGH: usize = 64;
 /// How long a stopping dispatcher waits for outstanding posts.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
@@ -55,11 +60,23 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, poster: Option<Poster>) {
             }
         };
         if worked {
+            linger(&shared, in_flight.len());
             continue;
         }
         seen = shared.wait_for_work(seen, sleep_for(&shared, &conn, in_flight.len()));
     }
     drain(&shared, &mut conn, poster, in_flight);
+}
+
+/// Under load, lets answers gather for a moment before the next round, so
+/// that a round records many at once (one transaction, one claim) instead of
+/// one or two each: measured at 100 ms and ~1,500 posts in flight, the
+/// dispatcher's CPU per message fell from 34 µs to (see BENCHMARKS.md).
+/// Costs at most [`LINGER`] of delivery latency; never with few posts out.
+fn linger(shared: &Shared, in_flight: usize) {
+    if in_flight >= LINGER_MIN_IN_FLIGHT && shared.answers_waiting() < LINGER_ENOUGH {
+        std::thread::sleep(LINGER);
+    }
 }
 
 /// How long to sleep after a round that did nothing.

@@ -11,10 +11,11 @@
 //!   one slow answer moves nothing;
 //! - the **base latency** is the lowest round trip seen over the last 30 to
 //!   60 s: what eSight takes when nothing queues there;
-//! - a round whose mean latency stays within `base × 1.25 + 5 ms` and which
-//!   used the limit **grows** it — doubling per round at first (slow start,
-//!   left as soon as the mean exceeds `base × 1.1 + 5 ms`), then by a
-//!   sixteenth;
+//! - while latency stays flat the limit **grows**: in slow start each answer
+//!   within `base × 1.1 + 5 ms` to a post of a round that filled the limit
+//!   adds one (doubling per round trip, as TCP's window grows per ACK); a
+//!   round whose mean exceeds that ends slow start, and after it a round
+//!   within `base × 1.25 + 5 ms` that filled the limit adds a sixteenth;
 //! - a round whose mean rose above that **shrinks** the limit in proportion
 //!   (`tolerated / mean`, at most halving): eSight is queueing our posts;
 //! - an **overload** (`429`, `503`, a timeout, a refused connection) halves
@@ -145,11 +146,29 @@ struct Round {
     overloaded: u32,
     /// Most posts outstanding while this round sent.
     peak_in_flight: usize,
+    /// The highest limit while this round sent.
+    limit_seen: f64,
 }
 
 impl Round {
     fn new(id: u64, started: Instant) -> Self {
-        Self { id, started, sent: 0, answered: 0, rtt_sum: Duration::ZERO, overloaded: 0, peak_in_flight: 0 }
+        Self {
+            id,
+            started,
+            sent: 0,
+            answered: 0,
+            rtt_sum: Duration::ZERO,
+            overloaded: 0,
+            peak_in_flight: 0,
+            limit_seen: 0.0,
+        }
+    }
+
+    /// Whether this round's posts filled the limit ("window-limited", as
+    /// TCP says): only then may its answers grow it — an idle appliance
+    /// keeps its limit where it is.
+    fn used_the_limit(&self) -> bool {
+        self.peak_in_flight as f64 >= (self.limit_seen * 0.9).floor()
     }
 
     fn complete(&self) -> bool {
@@ -205,12 +224,10 @@ impl State {
         if self.slow_start && mean > base.mul_f64(SLOW_START_EXIT) + SLACK {
             self.slow_start = false;
         }
-        // Grow only a limit that was used ("window-limited", as TCP says):
-        // an idle appliance keeps its limit where it is.
-        if r.peak_in_flight as f64 >= (self.limit * 0.9).floor() {
-            let grown =
-                if self.slow_start { self.limit * 2.0 } else { self.limit + (self.limit / 16.0).max(1.0) };
-            self.limit = grown.min(max);
+        // Slow start grew the limit with each answer already; after it, a
+        // used limit grows by a sixteenth per round.
+        if !self.slow_start && r.used_the_limit() {
+            self.limit = (self.limit + (self.limit / 16.0).max(1.0)).min(max);
         }
     }
 }
@@ -264,9 +281,11 @@ impl Limiter {
     pub fn on_sent(&self, count: usize, in_flight: usize, now: Instant) -> RoundId {
         let mut s = self.lock();
         s.advance(self.max as f64, now);
+        let limit = s.limit;
         let r = &mut s.sending;
         r.sent = r.sent.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
         r.peak_in_flight = r.peak_in_flight.max(in_flight);
+        r.limit_seen = r.limit_seen.max(limit);
         RoundId(r.id)
     }
 
@@ -297,14 +316,23 @@ impl Limiter {
         } else {
             s.closing.as_mut().filter(|r| r.id == round.0)
         };
+        let mut grow = false;
         if let Some(r) = round {
             match sample {
                 Sample::Answered { rtt } => {
                     r.answered += 1;
                     r.rtt_sum += rtt;
+                    grow = r.used_the_limit();
                 }
                 Sample::Overloaded { .. } => r.overloaded += 1,
             }
+        }
+        // Slow start: each answer at the base latency adds one post, which
+        // doubles the limit per round trip (TCP's cwnd + 1 per ACK).
+        if let (true, Sample::Answered { rtt }, Some(base)) = (grow && s.slow_start, sample, s.base.get())
+            && rtt <= base.mul_f64(SLOW_START_EXIT) + SLACK
+        {
+            s.limit = (s.limit + 1.0).min(self.max as f64);
         }
         s.advance(self.max as f64, now);
     }

@@ -77,6 +77,10 @@ impl Shared {
         self.wake_all();
     }
 
+    fn answers_waiting(&self) -> usize {
+        self.completions.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn take_completions(&self) -> Vec<poster::Completion> {
         std::mem::take(&mut *self.completions.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Delivery throughput to the eSight simulator at 0 ms and at 100 ms of eSight
 # latency, default delivery configuration (issue 12):
-#   bash benches/delivery.sh [MESSAGES]          # default 30000
+#   bash benches/delivery.sh [MESSAGES]          # default 100000
 # For each latency: N messages are ingested (arrays of 100) while delivery is
 # paused, then delivery resumes and the time until none is pending or
 # delivering gives messages/s. Reported beside it: the server's peak RSS
@@ -10,7 +10,7 @@
 # delivered latency at light load (0 ms, 200 messages 20 ms apart).
 # The simulator, the appliance and the client share the machine's cores.
 source "$(dirname "$0")/common.sh"
-N=${1:-30000}
+N=${1:-100000}
 SIM_PORT=$((PORT + 1))
 build
 

@@ -137,7 +137,8 @@ elif case == "outage":
     t0 = time.monotonic()
     back = t0 + secs
     delivered_at_back = None
-    first_after = None
+    first_after = drained_after = None
+    backlog = 0
     sent = 0
     end_arrivals = back + 30
     while time.monotonic() < end_arrivals:
@@ -150,8 +151,12 @@ elif case == "outage":
             s = stats()
             if delivered_at_back is None:
                 delivered_at_back = s["by_status"]["delivered"]
-            elif first_after is None and s["by_status"]["delivered"] > delivered_at_back:
-                first_after = now - back
+                backlog = open_count(s)
+            else:
+                if first_after is None and s["by_status"]["delivered"] > delivered_at_back:
+                    first_after = now - back
+                if drained_after is None and s["by_status"]["delivered"] >= delivered_at_back + backlog:
+                    drained_after = now - back
         time.sleep(0.1)
     # The backlog left at the return must drain: wait for it all.
     while True:
@@ -162,6 +167,8 @@ elif case == "outage":
             break
         time.sleep(0.1)
     last = time.monotonic() - back
+    drained = f"{drained_after:.1f} s" if drained_after is not None else "n/a"
     print(f"outage of {secs} s at {rate} messages/s ({sent:,} messages): first delivery {first_after:.1f} s after "
-          f"eSight's return, last {last:.1f} s after (arrivals went on for 30 s after the return); "
+          f"eSight's return; the backlog of {backlog:,} waiting at the return delivered {drained} after it; "
+          f"the last message (arrivals went on for 30 s) {last:.1f} s after; "
           f"delivered {s['by_status']['delivered']}, failed {s['by_status']['failed']}", flush=True)

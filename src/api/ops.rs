@@ -163,7 +163,7 @@ pub async fn readiness(state: &AppState) -> (bool, Value) {
         json!({"status": "ok", "state": workers.state, "workers": workers.workers})
     } else {
         json!({"status": "fail", "state": workers.state, "workers": workers.workers,
-               "workers_alive": workers.workers_alive, "reason": "a delivery worker has died"})
+               "workers_alive": workers.workers_alive, "reason": "a delivery thread has died"})
     };
     let checks =
         json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});

@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the appliance: HTTP API, delivery workers, housekeeping.
+    /// Run the appliance: HTTP API, delivery to eSight, housekeeping.
     #[command(
         after_help = "Examples:\n  energyload serve\n  energyload serve --config /etc/energyload/config.toml\n  ENERGYLOAD_SERVER_LISTEN=0.0.0.0:8080 energyload serve"
     )]

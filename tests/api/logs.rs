@@ -140,6 +140,23 @@ fn with_files_off_logs_go_to_stdout_only() {
     assert!(!dir.path().join("data/logs").exists(), "no log directory with log.files = false");
 }
 
+/// `delivery.workers` from earlier versions still loads, is ignored, and
+/// says so at start, naming its replacement.
+#[test]
+fn the_deprecated_delivery_workers_key_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[delivery]\nworkers = 16\n");
+    let server = ChildServer::start(&config);
+    assert_eq!(request("GET", &format!("{}/readyz", server.base()), &[], None).status, 200);
+    let stdout = stop(server);
+    let warning = stdout
+        .iter()
+        .find(|l| l.contains("delivery.workers is deprecated"))
+        .unwrap_or_else(|| panic!("no deprecation warning in {stdout:?}"));
+    assert!(warning.contains("delivery.max_in_flight"), "{warning}");
+    assert!(warning.contains("WARN") || warning.contains("warn"), "{warning}");
+}
+
 /// `log.keep_files` is handed to the rolling appender: at start-up it keeps
 /// the newest `keep_files - 1` daily files next to the one it opens, and
 /// leaves files that are not its own alone.

@@ -115,6 +115,19 @@ fn metrics_parse_as_prometheus_text_and_count_the_traffic() {
     }
     assert_eq!(sim.requests("consumption"), 2);
 
+    // Delivery's concurrency: the limit (adaptive, starts at 8), posts
+    // outstanding (none: both delivered), eSight's latency once answered.
+    let limit = family(&families, "energyload_delivery_concurrency", "gauge");
+    let limit = limit.value("energyload_delivery_concurrency", &[]).unwrap();
+    assert!((1.0..=1536.0).contains(&limit), "{limit}");
+    let in_flight = family(&families, "energyload_delivery_in_flight", "gauge");
+    assert_eq!(in_flight.value("energyload_delivery_in_flight", &[]), Some(0.0));
+    let latency = family(&families, "energyload_esight_latency_seconds", "gauge");
+    for kind in ["recent", "base"] {
+        let v = latency.value("energyload_esight_latency_seconds", &[("kind", kind)]);
+        assert!(v.is_some_and(|s| s > 0.0 && s < 5.0), "{kind}: {v:?}\n{text}");
+    }
+
     let failures = family(&families, "energyload_login_failures_total", "counter");
     assert_eq!(failures.value("energyload_login_failures_total", &[]), Some(1.0));
     let size = family(&families, "energyload_db_size_bytes", "gauge");

@@ -17,6 +17,7 @@
 #   WORKERS        schemathesis workers (default 1)
 #   ST_ARGS        more arguments for every `schemathesis run`
 #   PHASES         which of the phases below to run (default "1 2 3"; CI's smoke runs "1 2")
+#   ROLES          phase 3's roles (default "backoffice esight user")
 #
 # Phases. The run needs one session (API key + token) the fuzzed operations must
 # not destroy; hooks.py is used ONLY for that:
@@ -190,7 +191,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 # Phase 3: every operation as each other role.
-ROLES=(backoffice esight user)
+read -r -a ROLES <<<"${ROLES:-backoffice esight user}"
 phase 3 || ROLES=()
 for role in "${ROLES[@]}"; do
   state "$WORK/p3-$role.json" protect "$(identity "fuzz-$role" "$role")"

@@ -278,7 +278,7 @@ pub struct DeliveryConfig {
     /// Deprecated and without effect since deliveries run concurrently
     /// (`max_in_flight`); still accepted so old files load, with a warning
     /// at start.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "count_or_numeric_text")]
     pub workers: Option<usize>,
     /// Most consumption posts outstanding at eSight at once; the adaptive
     /// limit moves between 1 and this.
@@ -294,6 +294,27 @@ pub struct DeliveryConfig {
     /// Messages waiting (`pending` or `delivering`) at most; beyond it ingest
     /// answers `503` with `Retry-After`.
     pub max_pending: u64,
+}
+
+/// A count given as a number (TOML) or as numeric text: an environment
+/// variable is text, and a key without a default (like the deprecated
+/// `delivery.workers`) gives `typed_env_value` no type to follow.
+fn count_or_numeric_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(usize),
+        Text(String),
+    }
+    match Option::<Count>::deserialize(d)? {
+        None => Ok(None),
+        Some(Count::Number(n)) => Ok(Some(n)),
+        Some(Count::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("expected a whole number, got {t:?}"))),
+    }
 }
 
 impl Default for DeliveryConfig {

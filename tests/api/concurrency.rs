@@ -296,3 +296,26 @@ fn a_capacity_cut_from_64_to_16_is_followed_within_seconds_with_under_one_percen
     eprintln!("{rejected} 429s of {posts} posts");
     assert!(rejected * 100 < posts, "{rejected} 429s of {posts} posts");
 }
+
+#[test]
+fn a_retry_after_holds_every_post_not_only_the_refused_one() {
+    let sim = spawn_simulator();
+    let s = app_for(&sim, |_| {});
+    let warm = s.accept(&message(&unique_id("warm")));
+    s.wait_status(&warm, "delivered", Duration::from_secs(30));
+    sim.set_faults(Faults { sequence: vec![429], retry_after_secs: Some(2), ..Faults::default() });
+    let refused = s.accept(&message(&unique_id("refused")));
+    let at = |m: &energyload::simulator::ReceivedMessage| parse_rfc3339_millis(&m.received_at).unwrap();
+    let refused_at =
+        wait_for(Duration::from_secs(30), "the 429", || sim.received_for(&refused).first().map(at));
+    let others = post_many(&s, "held", 5);
+    for id in others.iter().chain([&refused]) {
+        s.wait_status(id, "delivered", Duration::from_secs(30));
+    }
+    for id in &others {
+        let got = sim.received_for(id);
+        assert_eq!(got.len(), 1, "{id}");
+        let waited = at(&got[0]) - refused_at;
+        assert!(waited >= 2_000, "{id} was posted {waited} ms after eSight asked for 2 s");
+    }
+}

@@ -39,6 +39,22 @@ $1
 TOML
 }
 
+# esight_config [EXTRA_TOML]: write_config with [esight] pointing at the
+# simulator on $SIM_PORT (default credentials of `energyload esight-sim`).
+esight_config() {
+  write_config "
+[esight]
+token_url = \"http://127.0.0.1:$SIM_PORT/token\"
+sites_url = \"http://127.0.0.1:$SIM_PORT/sites\"
+meters_url = \"http://127.0.0.1:$SIM_PORT/meters\"
+consumption_url = \"http://127.0.0.1:$SIM_PORT/consumption\"
+username = \"esight-sim\"
+password = \"esight-sim-token-pass\"
+post_username = \"esight-sim-post\"
+post_password = \"esight-sim-post-pass\"
+${1:-}"
+}
+
 # seed_identity: an admin user with a known password and an API key ($KEY).
 seed_identity() {
   echo "bench-password-12345" > "$WORK/pw"

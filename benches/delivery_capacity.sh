@@ -14,19 +14,6 @@ source "$(dirname "$0")/common.sh"
 SIM_PORT=$((PORT + 1))
 build
 
-esight_config() {
-  write_config "
-[esight]
-token_url = \"http://127.0.0.1:$SIM_PORT/token\"
-sites_url = \"http://127.0.0.1:$SIM_PORT/sites\"
-meters_url = \"http://127.0.0.1:$SIM_PORT/meters\"
-consumption_url = \"http://127.0.0.1:$SIM_PORT/consumption\"
-username = \"esight-sim\"
-password = \"esight-sim-token-pass\"
-post_username = \"esight-sim-post\"
-post_password = \"esight-sim-post-pass\""
-}
-
 run_case() {
   local case=$1; shift
   local sim_args=$1; shift

@@ -14,7 +14,7 @@ use rustix::process::Signal;
 use serde_json::{Value, json};
 
 use crate::common::esight::{app_for, spawn_simulator, spawn_simulator_with, wait_for, wait_until};
-use crate::common::process::{ChildServer, run_cli, write_config};
+use crate::common::process::{ChildServer, seed_admin_and_key, write_config};
 use crate::common::session::{Session, message, unique_id};
 
 const STATS: &str = "/api/v1/service/send/stats";
@@ -105,15 +105,7 @@ fn sigkill_with_hundreds_of_posts_in_flight_loses_nothing() {
     sim.set_faults(Faults { latency_ms: 1_000, ..Faults::default() });
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim.config_toml());
-    let pw = dir.path().join("admin.pw");
-    std::fs::write(&pw, "kill-test-password-1").unwrap();
-    let out = run_cli(
-        &config,
-        &["user", "add", "admin", "--role", "admin", "--password-file", pw.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run_cli(&config, &["apikey", "create", "kill"]);
-    let key = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
+    let key = seed_admin_and_key(&config, "kill-test-password-1", "kill");
     let login = |base: &str| {
         let body = br#"{"username": "admin", "password": "kill-test-password-1"}"#;
         let h = [

@@ -15,7 +15,7 @@ use rustix::process::Signal;
 use serde_json::Value;
 
 use crate::common::esight::{spawn_simulator_with, wait_until};
-use crate::common::process::{ChildServer, run_cli, write_config};
+use crate::common::process::{ChildServer, seed_admin_and_key, write_config};
 use crate::common::session::{MESSAGES, message, unique_id};
 
 const ROUNDS: usize = 4;
@@ -115,16 +115,7 @@ fn sigkill_during_ingest_and_delivery_loses_nothing() {
     sim.set_faults(Faults { latency_ms: 5, ..Faults::default() });
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim.config_toml());
-    let pw = dir.path().join("admin.pw");
-    std::fs::write(&pw, "crash-test-password-1").unwrap();
-    let out = run_cli(
-        &config,
-        &["user", "add", "admin", "--role", "admin", "--password-file", pw.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run_cli(&config, &["apikey", "create", "crash"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
+    let key = seed_admin_and_key(&config, "crash-test-password-1", "crash");
     let db = dir.path().join("data/energyload.db");
 
     let acked = Arc::new(Mutex::new(BTreeSet::new()));

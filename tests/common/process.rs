@@ -38,6 +38,21 @@ pub fn run_cli(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Creates an admin `admin` with `password` and an API key named `key_name`
+/// through the CLI on `config`'s data directory; returns the key.
+pub fn seed_admin_and_key(config: &Path, password: &str, key_name: &str) -> String {
+    let pw = config.with_file_name("admin.pw");
+    std::fs::write(&pw, password).unwrap();
+    let out = run_cli(
+        config,
+        &["user", "add", "admin", "--role", "admin", "--password-file", pw.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cli(config, &["apikey", "create", key_name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string()
+}
+
 /// A running `energyload serve` child.
 pub struct ChildServer {
     /// The process.

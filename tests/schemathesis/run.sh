@@ -153,7 +153,7 @@ st() {
   echo "== schemathesis: $label ($n examples per operation)"
   # shellcheck disable=SC2086
   if ! EL_FUZZ_STATE=$statefile PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=hooks \
-    "$SCHEMATHESIS" run "$BASE/openapi.json" --url "$BASE" --checks all --max-examples "$n" \
+    "$SCHEMATHESIS" --config-file "$HERE/schemathesis.toml" run "$BASE/openapi.json" --url "$BASE" --checks all --max-examples "$n" \
       --workers "$WORKERS" --generation-database none --no-color --request-timeout 60 \
       ${SEED:+--seed "$SEED"} ${ST_ARGS:-} "$@"; then
     echo "!! schemathesis: $label FAILED"

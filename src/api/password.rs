@@ -82,9 +82,10 @@ pub async fn change_own(ctx: RequestContext, req: Request<Incoming>) -> Result<R
     // The failure slot is taken before the hash runs (as for logins), so
     // concurrent guesses cannot all be checked before one of them counts.
     let username = Username::parse(&user.username).ok();
-    let slot = state.lockout.reserve(username.as_ref(), ctx.client_ip).map_err(|locked| {
-        super::session::locked_out(locked, "too many failed password checks; try again later")
-    })?;
+    let slot = state
+        .lockout
+        .reserve(username.as_ref(), ctx.client_ip)
+        .map_err(|locked| super::session::locked_out(locked, "too many failed password checks"))?;
     let check = state.passwords.verify(b.current_password, Some(user.password_hash.clone())).await;
     let (check, slot) =
         super::session::settle_check(&ctx, check, slot, "password checks are busy; try again shortly")?;

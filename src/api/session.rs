@@ -87,13 +87,49 @@ fn invalid_credentials() -> ApiError {
 }
 
 fn too_many_failures(locked: Locked) -> ApiError {
-    locked_out(locked, "too many failed logins; try again later")
+    locked_out(locked, "too many failed logins")
 }
 
 /// `429` with `Retry-After` for a locked username or network.
-pub(super) fn locked_out(locked: Locked, message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
-        .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(locked.retry_after.as_secs().max(1)))
+pub(super) fn locked_out(locked: Locked, what: &'static str) -> ApiError {
+    let secs = locked.retry_after.as_secs().max(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        format!("{what}; try again in {}", wait_in_words(secs)),
+    )
+    .with_header(hyper::header::RETRY_AFTER, HeaderValue::from(secs))
+}
+
+/// A wait for people, rounded up: "45 seconds", "1 minute", "15 minutes"
+/// (the exact seconds are in `Retry-After`).
+fn wait_in_words(secs: u64) -> String {
+    match secs {
+        0..=1 => "1 second".to_string(),
+        2..=59 => format!("{secs} seconds"),
+        60 => "1 minute".to_string(),
+        _ => format!("{} minutes", secs.div_ceil(60)),
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::wait_in_words;
+
+    #[test]
+    fn waits_read_as_seconds_then_whole_minutes_rounded_up() {
+        let cases = [
+            (0, "1 second"),
+            (1, "1 second"),
+            (45, "45 seconds"),
+            (60, "1 minute"),
+            (61, "2 minutes"),
+            (897, "15 minutes"),
+        ];
+        for (secs, words) in cases {
+            assert_eq!(wait_in_words(secs), words, "{secs}");
+        }
+    }
 }
 
 /// Settles a password check made under a reserved lockout slot: an

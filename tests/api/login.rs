@@ -198,6 +198,10 @@ fn five_failures_lock_the_username_without_checking_the_password_until_the_windo
         r.assert_error(429, "TooManyRequests");
         let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
         assert!((1..=3).contains(&retry), "Retry-After {retry}");
+        // The message says when, in words, matching the header.
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        let when = if retry == 1 { "1 second".to_string() } else { format!("{retry} seconds") };
+        assert_eq!(message, format!("too many failed logins; try again in {when}"));
     }
     // Another username from the same IP is not locked by frank's failures.
     assert_eq!(app.login_reply(&key, "admin", PASSWORD, &[]).status, 200);

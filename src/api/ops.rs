@@ -160,7 +160,17 @@ pub async fn readiness(state: &AppState) -> (bool, Value) {
     let storage = storage_check(state);
     let workers = state.delivery.status();
     let delivery = if state.delivery.healthy() {
-        json!({"status": "ok", "state": workers.state, "workers": workers.workers})
+        let mut ok = json!({"status": "ok", "state": workers.state, "workers": workers.workers});
+        // Ready all the same (ingest works), but an operator reading the
+        // check must learn that nothing is delivered, and what to set.
+        if workers.state == "not_configured" {
+            ok["detail"] = json!(
+                "eSight is not configured: messages are accepted and kept but not delivered; set [esight] \
+                 token_url, sites_url, meters_url, consumption_url, username, password, post_username \
+                 and post_password (each secret also as <key>_file), then restart"
+            );
+        }
+        ok
     } else {
         json!({"status": "fail", "state": workers.state, "workers": workers.workers,
                "workers_alive": workers.workers_alive, "reason": "a delivery thread has died"})

@@ -30,6 +30,22 @@ fn readyz_runs_real_checks() {
         assert_eq!(body["checks"][check]["status"], "ok", "{check}: {body}");
     }
     assert!(body["checks"]["storage"]["free_bytes"].as_u64().unwrap() > 0);
+    // Without [esight] the appliance is ready (ingest works) but says that
+    // nothing is delivered and which keys to set.
+    let delivery = &body["checks"]["delivery"];
+    assert_eq!(delivery["status"], "ok", "{body}");
+    assert_eq!(delivery["state"], "not_configured", "{body}");
+    let detail = delivery["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not delivered") && detail.contains("consumption_url"), "{body}");
+}
+
+#[test]
+fn readyz_names_no_missing_setting_once_esight_is_configured() {
+    let sim = crate::common::esight::spawn_simulator();
+    let s = crate::common::esight::app_for(&sim, |_| {});
+    let body = s.app.get("/readyz").json();
+    assert_eq!(body["checks"]["delivery"]["state"], "running", "{body}");
+    assert!(body["checks"]["delivery"].get("detail").is_none(), "{body}");
 }
 
 #[test]

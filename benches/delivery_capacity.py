@@ -12,7 +12,8 @@
                   messages/s arrive (and on for 30 s after); time from
                   eSight's return to the first and to the last delivery.
 """
-import json, sys, time, urllib.request, pathlib, statistics
+import json, sys, time, pathlib
+from bench_http import make_call
 
 base, key, token, sim, case = sys.argv[1:6]
 args = [int(a) for a in sys.argv[6:]]
@@ -20,11 +21,7 @@ headers = {"X-API-Key": key, "Authorization": f"Bearer {token}", "Content-Type":
 template = json.loads(pathlib.Path("tests/fixtures/messages/valid-1.json").read_text())
 seq = [0]
 
-def call(method, path, body=None, url=None):
-    req = urllib.request.Request((url or base) + path, method=method, headers=headers,
-                                 data=None if body is None else json.dumps(body).encode())
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
+call = make_call(base, headers)
 
 def batch(n):
     out = []

@@ -6,18 +6,15 @@ concurrency limit reached and the simulator's accepted connections.
 count == 0: light load: post 200 single messages 20 ms apart, then report the
 accepted → delivered latency (p50, p99) from the messages' timestamps.
 """
-import json, os, sys, time, urllib.request, pathlib, datetime
+import json, os, sys, time, pathlib, datetime
+from bench_http import make_call
 
 base, key, token, count, latency, server_pid, sim = sys.argv[1:8]
 count = int(count)
 headers = {"X-API-Key": key, "Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 template = json.loads(pathlib.Path("tests/fixtures/messages/valid-1.json").read_text())
 
-def call(method, path, body=None, url=None):
-    req = urllib.request.Request((url or base) + path, method=method, headers=headers,
-                                 data=None if body is None else json.dumps(body).encode())
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
+call = make_call(base, headers)
 
 def message(i):
     m = json.loads(json.dumps(template))

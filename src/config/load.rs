@@ -292,6 +292,17 @@ mod tests {
         let line = e.to_string();
         assert!(!line.contains('\n'), "{line}");
 
+        // The ceiling of posts in flight: 0 and absurd values are refused,
+        // as number or as text.
+        for bad in ["0", "10001", "-1", "lots"] {
+            let e = load(None, env(&[("ENERGYLOAD_DELIVERY_MAX_IN_FLIGHT", bad)])).unwrap_err();
+            assert_eq!(e.key, "delivery.max_in_flight", "{bad}");
+        }
+        assert_eq!(
+            load(None, env(&[("ENERGYLOAD_DELIVERY_WORKERS", " 7 ")])).unwrap().config.delivery.workers,
+            Some(7)
+        );
+
         let e = load(None, env(&[("ENERGYLOAD_DELIVERY_WORKERS", "many")])).unwrap_err();
         assert_eq!(e.key, "delivery.workers");
         assert_eq!(e.origin, ConfigSource::Env("ENERGYLOAD_DELIVERY_WORKERS".into()));

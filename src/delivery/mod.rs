@@ -35,9 +35,9 @@ use crate::metrics::Metrics;
 use crate::storage::delivery as store;
 use crate::storage::{Storage, StorageError};
 
-pub use backoff::{CircuitBreaker, PROBE_INTERVAL_MAX, Permit, retry_delay};
+pub use backoff::{CircuitBreaker, Permit, retry_delay};
 pub use client::{CallError, CredentialChange, Credentials, Endpoints, EsightClient};
-pub use limiter::{INITIAL_LIMIT, Limiter, LimiterView, RoundId, Sample};
+use limiter::Limiter;
 
 /// The parts that talk to eSight; absent until `[esight]` is complete.
 struct Engine {

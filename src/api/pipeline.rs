@@ -87,7 +87,12 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                     changes_state: route.changes_state,
                     secure: secure_cookies,
                 };
-                let checked = state.guard.check(&state.directory, route.access, &guarded);
+                let mut checked = state.guard.check(&state.directory, route.access, &guarded);
+                if matches!(&checked, Err(d) if d.reason == "invalid_api_key")
+                    && fresh_directory(&state).await
+                {
+                    checked = state.guard.check(&state.directory, route.access, &guarded);
+                }
                 match checked {
                     Ok(caller) => {
                         ctx.caller = caller;
@@ -187,6 +192,27 @@ fn redact_query(uri: &hyper::Uri) -> String {
         })
         .collect();
     format!("{path}?{}", redacted.join("&"))
+}
+
+/// After a refused API key: re-reads the identity directory if the
+/// database changed (at most once per 100 ms for all such requests and
+/// unknown-name logins together, see
+/// [`crate::auth::directory::Directory::claim_on_demand_check`]), so a key
+/// just made by `energyload apikey create` works at its first use instead of
+/// after housekeeping's next reload. True when something new was loaded; a
+/// flood of made-up keys costs at most ten small reads a second.
+async fn fresh_directory(state: &Arc<AppState>) -> bool {
+    if !state.directory.claim_on_demand_check() {
+        return false;
+    }
+    let s = Arc::clone(state);
+    match state.storage.run(move |c| s.directory.refresh(c)).await {
+        Ok(changed) => changed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-read the identity directory for an API key");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -280,6 +280,19 @@ pub fn purge_expired_sessions(conn: &Connection, before: i64) -> Result<usize, S
     Ok(conn.execute("DELETE FROM sessions WHERE expires_at < ?1", [before])?)
 }
 
+/// Runs `read` in one read transaction, so the auth generation and the rows
+/// it reads are of one moment (a CLI commit in between cannot pair an old
+/// generation with new rows, or the other way round).
+pub fn read_consistently<T>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let tx = conn.unchecked_transaction()?;
+    let out = read(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
 /// The counter bumped by triggers on every cached identity change.
 pub fn auth_generation(conn: &Connection) -> Result<i64, StorageError> {
     let v: String =

@@ -138,6 +138,28 @@ fn malformed_bodies_get_400() {
     assert_eq!(count(&s, ""), 0, "nothing was stored");
 }
 
+/// README's first steps once failed here: `curl -d @message.json` of a
+/// file that did not exist sent an empty body, answered "not valid JSON
+/// (line 1, column 0)". It is still `400 InvalidJson`, and now says the body
+/// was empty; stored nothing.
+#[test]
+fn an_empty_body_is_told_it_is_empty() {
+    let s = Session::new(spawn_app());
+    for body in [&b""[..], b"   \n"] {
+        let r = s.post_bytes(body);
+        assert_eq!(r.status, 400, "{body:?}: {}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["code"], "InvalidJson", "{e}");
+        assert_eq!(
+            e["message"], "the body is empty: send one message (a JSON object) or an array of messages",
+            "{e}"
+        );
+    }
+    let r = s.post_bytes(b" x");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("not valid JSON"), "{}", r.text());
+    assert_eq!(count(&s, ""), 0, "nothing was stored");
+}
+
 #[test]
 fn a_batch_answers_each_item_at_its_index() {
     let s = Session::new(spawn_app());

@@ -315,7 +315,7 @@ fn argon2_settings_above_the_verify_cap_fail_config_loading_in_one_line() {
     assert!(out.status.success(), "at the cap: {out:?}");
 }
 
-/// More than `auth::directory::ON_DEMAND_CHECK_INTERVAL` (100 ms): the
+/// More than `auth::directory::ON_DEMAND_CHECK_INTERVAL` (10 ms): the
 /// pace of on-demand directory reloads.
 const ON_DEMAND_PACE: Duration = Duration::from_millis(150);
 
@@ -331,7 +331,7 @@ fn a_user_added_by_the_cli_logs_in_at_once_on_a_running_server() {
     // The server's directory has settled (the key works) before the user exists.
     login(&server, &key, "fresh", "fresh-password-1").assert_error(401, "InvalidCredentials");
     // That login for an unknown name re-read the directory; the next such
-    // read may come 100 ms later (the on-demand reload is paced), so the
+    // read may come 10 ms later (the on-demand reload is paced), so the
     // user is added after that: what is under test is the login right after.
     std::thread::sleep(ON_DEMAND_PACE);
 

@@ -24,6 +24,11 @@ pub type BatchItem = (usize, Result<Message, ValidationError>);
 /// Why a whole body was refused before looking at any message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
+    /// Nothing but whitespace: most often a client whose file or variable
+    /// was empty (`curl -d @file` of a missing file sends nothing). Answered
+    /// like [`BatchError::InvalidJson`], with a message that says so.
+    #[error("the body is empty: send one message (a JSON object) or an array of messages")]
+    Empty,
     /// The body is not JSON at all (empty, truncated, trailing garbage…).
     /// The HTTP layer answers `400` with code `InvalidJson`.
     #[error("the body is not valid JSON (line {line}, column {column})")]
@@ -48,7 +53,9 @@ impl BatchError {
     /// The contract code to answer with.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidJson { .. } | Self::Unreadable(_) => ValidationCode::InvalidJson.as_str(),
+            Self::Empty | Self::InvalidJson { .. } | Self::Unreadable(_) => {
+                ValidationCode::InvalidJson.as_str()
+            }
             Self::TooManyItems => "BadRequest",
         }
     }
@@ -63,8 +70,12 @@ impl BatchError {
 ///   (surrounding whitespace included) as its bytes. A body that is valid
 ///   JSON but not a message object (`42`, `"x"`, `null`) is that item
 ///   failing with `InvalidJson`.
+/// - A body of nothing or whitespace only is [`BatchError::Empty`].
 /// - A body that is not JSON at all is [`BatchError::InvalidJson`].
 pub fn parse_batch(body: Bytes) -> Result<Vec<BatchItem>, BatchError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(BatchError::Empty);
+    }
     check_readable(&body)?;
     if super::scan::first_byte(&body) != Some(b'[') {
         return match Message::from_bytes(body.clone()) {

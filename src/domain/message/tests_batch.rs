@@ -80,13 +80,32 @@ fn empty_and_nested_arrays() {
 
 #[test]
 fn a_body_that_is_not_json_is_refused_whole() {
-    for body in ["", "  ", "{", "[", "[1,", "[1] x", "{\"a\":1} x", "nope", "[{\"a\":tru}]", "\u{feff}{}"] {
+    for body in ["{", "[", "[1,", "[1] x", "{\"a\":1} x", "nope", "[{\"a\":tru}]", "\u{feff}{}"] {
         let err = parse_batch(Bytes::from(body)).unwrap_err();
         assert!(matches!(err, BatchError::InvalidJson { .. }), "{body}: {err:?}");
         assert_eq!(err.code(), "InvalidJson");
     }
     let err = parse_batch(Bytes::from_static(b"[\n1,\n2 3]")).unwrap_err();
     assert_eq!(err, BatchError::InvalidJson { line: 3, column: 3 });
+}
+
+/// An empty body (`curl -d @missing-file` sends one) is refused whole with
+/// the contract's code, and a message that says it was empty rather than
+/// pointing at "line 1, column 0".
+#[test]
+fn an_empty_body_is_refused_as_empty() {
+    for body in ["", "  ", "\n\r\t "] {
+        let err = parse_batch(Bytes::from(body)).unwrap_err();
+        assert_eq!(err, BatchError::Empty, "{body:?}");
+        assert_eq!(err.code(), "InvalidJson");
+        assert!(err.to_string().starts_with("the body is empty"), "{err}");
+    }
+    for body in [" x", "\u{a0}"] {
+        assert!(
+            matches!(parse_batch(Bytes::from(body)).unwrap_err(), BatchError::InvalidJson { .. }),
+            "{body:?}"
+        );
+    }
 }
 
 #[test]

@@ -136,6 +136,8 @@ fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError>
     );
     let mut conn = storage.open_connection()?;
     crate::users::bootstrap_admin(&mut conn, config).map_err(AppError::Bootstrap)?;
+    // The lockout's windows start empty: no recorded username lock holds.
+    crate::storage::identity::forget_locks(&conn)?;
     let a = &config.auth;
     let default_rate = (a.api_key_rate_per_sec > 0.0).then_some((a.api_key_rate_per_sec, a.api_key_burst));
     let directory = Directory::load(&conn, default_rate)?;

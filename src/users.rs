@@ -56,7 +56,21 @@ pub fn view(u: &UserRecord) -> Value {
     json!({
         "id": u.id, "username": u.username, "roles": roles, "status": u.status,
         "created_at": format_millis(u.created_at), "updated_at": format_millis(u.updated_at),
+        "locked_until": lock_in_force(u, now_millis()).map(format_millis),
     })
+}
+
+/// The end of user `u`'s username lock if it is in force at `now` (Unix ms).
+pub fn lock_in_force(u: &UserRecord, now: i64) -> Option<i64> {
+    u.locked_until.filter(|until| *until > now)
+}
+
+/// Lifts user `id`'s lock (see [`store::lift_lock`]): a running server lets
+/// the next login of the user through its lockout. Returns whether a
+/// recorded lock was in force. Run it in the transaction of the change that
+/// lifts it (unlock, password change) together with its audit event.
+pub fn lift_lock(conn: &Connection, id: &str) -> Result<bool, UserError> {
+    Ok(store::lift_lock(conn, id, now_millis())?)
 }
 
 /// Creates a user; returns its record.
@@ -97,6 +111,7 @@ fn create_with_id(
         creator: creator.map(str::to_string),
         created_at: now,
         updated_at: now,
+        locked_until: None,
     };
     match store::insert_user(conn, &record)? {
         Ok(()) => Ok(record),

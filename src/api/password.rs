@@ -1,7 +1,8 @@
 //! Password changes over HTTP: `POST /user/password` (users change their own
 //! password), and the parsing every new password of the API goes through
 //! (length and strength rules, off the tokio workers). A changed password
-//! ends the user's other sessions in the same transaction as the change.
+//! ends the user's other sessions and lifts a username lock in the same
+//! transaction as the change.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -10,7 +11,6 @@ use serde::Deserialize;
 use super::RequestContext;
 use crate::audit::{Event, EventType};
 use crate::auth::PasswordError;
-use crate::auth::lockout::LockedBy;
 use crate::domain::user::{NewPassword, Username};
 use crate::http::ApiError;
 use crate::http::request::read_json;
@@ -82,10 +82,8 @@ pub async fn change_own(ctx: RequestContext, req: Request<Incoming>) -> Result<R
     // The failure slot is taken before the hash runs (as for logins), so
     // concurrent guesses cannot all be checked before one of them counts.
     let username = Username::parse(&user.username).ok();
-    let slot = state
-        .lockout
-        .reserve(username.as_ref(), ctx.client_ip)
-        .map_err(|locked| super::session::locked_out(locked, "too many failed password checks"))?;
+    let slot =
+        super::session::reserve_slot(&ctx, username.as_ref(), "too many failed password checks").await?;
     let check = state.passwords.verify(b.current_password, Some(user.password_hash.clone())).await;
     let (check, slot) =
         super::session::settle_check(&ctx, check, slot, "password checks are busy; try again shortly")?;
@@ -94,10 +92,8 @@ pub async fn change_own(ctx: RequestContext, req: Request<Incoming>) -> Result<R
         state.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reached = state.lockout.fail(slot);
         ctx.audit(ctx.event(EventType::LoginFailure).with("via", "password_change")).await?;
-        for by in reached {
-            let by = if by == LockedBy::Username { "username" } else { "ip" };
-            ctx.audit(ctx.event(EventType::AccountLocked).with("by", by)).await?;
-        }
+        let known = username.as_ref().map(|n| (user.id.as_str(), n));
+        super::session::audit_reached(&ctx, reached, ctx.event(EventType::AccountLocked), known).await?;
         return Err(invalid_credentials());
     }
     state.lockout.succeed(slot);
@@ -110,9 +106,11 @@ pub async fn change_own(ctx: RequestContext, req: Request<Incoming>) -> Result<R
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let changes = UserChanges { password_hash: Some(hash), ..Default::default() };
-            let changed = service::update(&tx, &id, changes)
-                .and_then(|_| service::end_sessions_after_password_change(&tx, &id, Some(&keep), Some(&id)));
-            let ended = match changed {
+            let changed = service::update(&tx, &id, changes).and_then(|_| {
+                let ended = service::end_sessions_after_password_change(&tx, &id, Some(&keep), Some(&id))?;
+                Ok((ended, service::lift_lock(&tx, &id)?))
+            });
+            let (ended, unlocked) = match changed {
                 Ok(n) => n,
                 Err(service::UserError::Storage(s)) => return Err(s),
                 Err(e) => {
@@ -120,7 +118,8 @@ pub async fn change_own(ctx: RequestContext, req: Request<Incoming>) -> Result<R
                     return Ok(Err(ApiError::internal()));
                 }
             };
-            if let Err(e) = crate::audit::record_in(&tx, event.with("sessions_ended", ended)) {
+            let event = event.with("sessions_ended", ended).with("unlocked", unlocked);
+            if let Err(e) = crate::audit::record_in(&tx, event) {
                 tracing::error!(error = %e, "cannot write the audit log");
                 return Ok(Err(ApiError::unavailable("the audit log cannot be written", 5)));
             }

@@ -86,12 +86,8 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "invalid username or password")
 }
 
-fn too_many_failures(locked: Locked) -> ApiError {
-    locked_out(locked, "too many failed logins")
-}
-
 /// `429` with `Retry-After` for a locked username or network.
-pub(super) fn locked_out(locked: Locked, what: &'static str) -> ApiError {
+fn locked_out(locked: Locked, what: &'static str) -> ApiError {
     let secs = locked.retry_after.as_secs().max(1);
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -130,6 +126,87 @@ mod wait_tests {
             assert_eq!(wait_in_words(secs), words, "{secs}");
         }
     }
+}
+
+/// Takes a lockout slot for a password check of `name` from this client
+/// ([`crate::auth::lockout::Lockout::reserve`]), or refuses with `429`
+/// saying `what`. Only when the username is locked, and only for a known
+/// user within the lockout's read budget, the user's unlock marker is read:
+/// an unlock after the lock began (CLI `user unlock` or `user passwd` in
+/// another process) makes the lockout forget the window and the slot is
+/// taken again (the per-IP window still applies). See `auth/lockout.rs`.
+pub(super) async fn reserve_slot(
+    ctx: &RequestContext,
+    name: Option<&Username>,
+    what: &'static str,
+) -> Result<Reservation, ApiError> {
+    let lockout = &ctx.state.lockout;
+    let locked = match lockout.reserve(name, ctx.client_ip) {
+        Ok(reservation) => return Ok(reservation),
+        Err(locked) => locked,
+    };
+    if locked.by == LockedBy::Username
+        && let Some(name) = name
+        && let Some(user) = ctx.state.directory.user_by_name(name.as_str())
+        && lockout.may_read_unlock_marker(name)
+    {
+        let (state, id, locked_name) = (Arc::clone(&ctx.state), user.id.clone(), name.clone());
+        let lifted = ctx
+            .state
+            .storage
+            .run(move |c| {
+                let Some(at) = identity::lock_lifted_at(c, &id)? else { return Ok(false) };
+                if !state.lockout.lift_if_unlocked_after_lock(&locked_name, at) {
+                    return Ok(false);
+                }
+                // The unlock may have come with a new password (`user
+                // passwd`): check against it, not the one cached until
+                // housekeeping's next reload.
+                state.directory.refresh(c)?;
+                Ok(true)
+            })
+            .await;
+        match lifted {
+            Ok(true) => {
+                tracing::info!(user_id = %user.id, "a username lock was lifted by an unlock");
+                return lockout.reserve(Some(name), ctx.client_ip).map_err(|l| locked_out(l, what));
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the unlock marker"),
+        }
+    }
+    Err(locked_out(locked, what))
+}
+
+/// Audits each limit a failed password check reached (`account_locked`,
+/// once per lock, `base` with `by`). A username lock of a known `user` is
+/// recorded in `user_locks` in the same transaction, so `user list`, the
+/// management API and other processes see it.
+pub(super) async fn audit_reached(
+    ctx: &RequestContext,
+    reached: Vec<LockedBy>,
+    base: crate::audit::Event,
+    user: Option<(&str, &Username)>,
+) -> Result<(), ApiError> {
+    for by in reached {
+        let event = base.clone().with("by", if by == LockedBy::Username { "username" } else { "ip" });
+        let lock = match (by, user) {
+            (LockedBy::Username, Some((id, name))) => {
+                ctx.state.lockout.username_locked_for(name).map(|left| (id.to_string(), left))
+            }
+            _ => None,
+        };
+        ctx.audited(move |c| {
+            if let Some((id, left)) = lock {
+                let now = now_millis();
+                let until = now.saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX));
+                identity::record_lock(c, &id, now, until)?;
+            }
+            Ok(((), Some(event)))
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Settles a password check made under a reserved lockout slot: an
@@ -193,7 +270,7 @@ async fn password_login(
 ) -> Result<Issued, ApiError> {
     let state = &ctx.state;
     let name = Username::parse(&creds.username).ok();
-    let reservation = state.lockout.reserve(name.as_ref(), ctx.client_ip).map_err(too_many_failures)?;
+    let reservation = reserve_slot(ctx, name.as_ref(), "too many failed logins").await?;
     let user = match &name {
         Some(name) => account(ctx, name).await,
         None => None,
@@ -220,12 +297,9 @@ async fn password_login(
             event = event.with("reason", "role not allowed on the admin page");
         }
         ctx.audit(event).await?;
-        for by in reached {
-            let by = if by == LockedBy::Username { "username" } else { "ip" };
-            let event =
-                crate::audit::Event::new(EventType::AccountLocked, actor.clone(), ctx.facts()).with("by", by);
-            ctx.audit(event).await?;
-        }
+        let locked = crate::audit::Event::new(EventType::AccountLocked, actor, ctx.facts());
+        let known = user.as_ref().zip(name.as_ref()).map(|(u, n)| (u.id.as_str(), n));
+        audit_reached(ctx, reached, locked, known).await?;
         return Err(invalid_credentials());
     };
     state.lockout.succeed(reservation);

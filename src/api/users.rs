@@ -64,10 +64,11 @@ fn parse_roles(names: &[String]) -> Result<Roles, ApiError> {
 /// Runs a user change and appends its audit event in one transaction
 /// (a change whose event cannot be written is rolled back and answered
 /// `503`: never an unaudited change), reloads the directory, returns the record.
-async fn change<F, E>(ctx: &RequestContext, f: F, event: E) -> Result<identity::UserRecord, ApiError>
+async fn change<T, F, E>(ctx: &RequestContext, f: F, event: E) -> Result<T, ApiError>
 where
-    F: FnOnce(&rusqlite::Connection) -> Result<identity::UserRecord, UserError> + Send + 'static,
-    E: FnOnce(&identity::UserRecord) -> crate::audit::Event + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> Result<T, UserError> + Send + 'static,
+    E: FnOnce(&T) -> crate::audit::Event + Send + 'static,
 {
     let state = ctx.state.clone();
     ctx.state
@@ -138,26 +139,33 @@ pub async fn edit(ctx: RequestContext, req: Request<Incoming>) -> Result<Respons
         Some(p) => Some(hash(&ctx, p, &target_user.username).await?),
         None => None,
     };
-    // A password reset ends every session of the user, in the same
-    // transaction: whoever held a token of the old password loses it.
+    // A password reset ends every session of the user and lifts a username
+    // lock, in the same transaction: whoever held a token of the old
+    // password loses it, and the user can sign in with the new one at once.
     let reset = password_hash.is_some();
     let by = ctx.caller.user.as_ref().map(|p| p.user_id.clone());
     let changes = UserChanges { password_hash, roles, status };
     let target = id.clone();
     let event =
         ctx.event(EventType::UserModified).with("target_user_id", id).with("changed", changed.join(","));
-    let record = change(
+    let (record, _) = change(
         &ctx,
         move |c| {
-            let record = service::update(c, &target, changes)?;
-            if reset {
-                service::end_sessions_after_password_change(c, &target, None, by.as_deref())?;
+            let mut record = service::update(c, &target, changes)?;
+            if !reset {
+                return Ok((record, false));
             }
-            Ok(record)
+            service::end_sessions_after_password_change(c, &target, None, by.as_deref())?;
+            let unlocked = service::lift_lock(c, &target)?;
+            record.locked_until = None;
+            Ok((record, unlocked))
         },
-        move |_| event,
+        move |(_, unlocked)| if reset { event.with("unlocked", *unlocked) } else { event },
     )
     .await?;
+    if reset {
+        ctx.state.lockout.clear(&target_user.username);
+    }
     Ok(response::json(StatusCode::OK, &service::view(&record)))
 }
 
@@ -225,11 +233,19 @@ pub async fn end_session(ctx: RequestContext) -> Result<Response, ApiError> {
     Ok(response::json(StatusCode::OK, &json!({"revoked": true})))
 }
 
-/// `POST /api/v1/management/users/user/{id}/unlock`: lifts a lockout early.
+/// `POST /api/v1/management/users/user/{id}/unlock`: lifts a username lock
+/// early (in memory, and its record with the unlock marker, in the
+/// transaction of the `account_unlocked` event). A lock of the client's
+/// network stays: an operator unlocks a user, not a network.
 pub async fn unlock(ctx: RequestContext) -> Result<Response, ApiError> {
     let id = ctx.param("id").unwrap_or_default().to_string();
     let user = ctx.state.directory.user(&id).ok_or_else(|| ApiError::not_found("no such user"))?;
-    ctx.audit(ctx.event(EventType::AccountUnlocked).with("target_user_id", id)).await?;
+    let event = ctx.event(EventType::AccountUnlocked).with("target_user_id", id.clone());
+    ctx.audited(move |c| {
+        let was_locked = identity::lift_lock(c, &id, now_millis())?;
+        Ok(((), Some(event.with("was_locked", was_locked))))
+    })
+    .await?;
     ctx.state.lockout.clear(&user.username);
     Ok(response::json(StatusCode::OK, &json!({"unlocked": true})))
 }

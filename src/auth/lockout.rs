@@ -19,16 +19,42 @@
 //!
 //! The username map is keyed only by a parsed [`Username`] (at most 64
 //! ASCII characters, lower-cased), so it can never hold attacker-sized keys.
+//!
+//! Lifting a username lock early (an operator unlocks a user, not a
+//! network: the per-IP windows stay in memory and only lift with time).
+//! The windows live in this process, but `energyload user unlock` and
+//! `user passwd` run in another one, on the same database. So:
+//! - when a failure of a known user reaches the username limit, the server
+//!   records the lock in `user_locks` (`locked_until`, in the transaction of
+//!   its `account_locked` event), which `user list` and the management API
+//!   show;
+//! - whoever lifts a lock (CLI `user unlock`, the API's unlock, any password
+//!   change) clears `locked_until` and sets the user's unlock marker
+//!   `unlocked_at`, in the transaction of the change and its audit event;
+//! - only when a login is refused because its username is locked does the
+//!   server read the marker ([`Lockout::may_read_unlock_marker`] bounds
+//!   those reads per username); if the unlock came after the lock began
+//!   ([`Lockout::lift_if_unlocked_after_lock`]) the window is forgotten and
+//!   the login proceeds as a first attempt. A login that is not refused
+//!   reads nothing new, and a wrong password after an unlock counts as
+//!   before: a new lock begins after the marker, which then no longer
+//!   lifts it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::clock::now_millis;
 use crate::domain::user::Username;
 
 /// Entries kept per map at most; older idle entries are dropped first.
 const MAX_TRACKED: usize = 100_000;
+
+/// Unlock-marker reads a locked username may cause at once ...
+const MARKER_READ_BURST: f64 = 5.0;
+/// ... and per second after that.
+const MARKER_READS_PER_SEC: f64 = 10.0;
 
 /// Who is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +168,9 @@ pub struct Lockout {
     window: Duration,
     users: Mutex<Windows<String>>,
     ips: Mutex<Windows<IpAddr>>,
+    /// Per username: unlock-marker reads left (a token bucket) and when it
+    /// was last filled.
+    marker_reads: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl Lockout {
@@ -153,6 +182,7 @@ impl Lockout {
             window,
             users: Mutex::new(Windows::default()),
             ips: Mutex::new(Windows::default()),
+            marker_reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -245,6 +275,58 @@ impl Lockout {
     /// unlock).
     pub fn clear(&self, username: &str) {
         lock(&self.users).failures.remove(&username.to_lowercase());
+    }
+
+    /// How long the username lock of `name` still holds, if it is locked.
+    pub fn username_locked_for(&self, name: &Username) -> Option<Duration> {
+        let key = name.as_str().to_lowercase();
+        lock(&self.users).locked(&key, self.user_limit, self.window, Instant::now())
+    }
+
+    /// Whether a login refused because `name` is locked may read the user's
+    /// unlock marker now: [`MARKER_READ_BURST`] reads at once, then
+    /// [`MARKER_READS_PER_SEC`] per username, so hammering a locked name
+    /// cannot keep the database busy. Ask only for names of known users.
+    pub fn may_read_unlock_marker(&self, name: &Username) -> bool {
+        self.may_read_unlock_marker_at(name, Instant::now())
+    }
+
+    fn may_read_unlock_marker_at(&self, name: &Username, now: Instant) -> bool {
+        let mut reads = lock(&self.marker_reads);
+        if reads.len() >= MAX_TRACKED {
+            // An entry idle for a second is full again: the same as none.
+            reads.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(1));
+        }
+        let (left, at) = reads.entry(name.as_str().to_lowercase()).or_insert((MARKER_READ_BURST, now));
+        *left = (*left + now.duration_since(*at).as_secs_f64() * MARKER_READS_PER_SEC).min(MARKER_READ_BURST);
+        *at = now;
+        if *left < 1.0 {
+            return false;
+        }
+        *left -= 1.0;
+        true
+    }
+
+    /// Forgets the window of `name` if it is locked and the lock began
+    /// before `unlocked_at` (Unix ms, the user's unlock marker); true when
+    /// it did. The lock's start is the failure that reached the limit, taken
+    /// to the wall clock rounded up, and the marker must be later still: a
+    /// marker in the same millisecond leaves the lock in place.
+    pub fn lift_if_unlocked_after_lock(&self, name: &Username, unlocked_at: i64) -> bool {
+        let now = Instant::now();
+        let key = name.as_str().to_lowercase();
+        let mut users = lock(&self.users);
+        let Some(q) = users.recent(&key, self.window, now) else { return false };
+        let Some(began) = q.back().copied().filter(|_| q.len() >= self.user_limit as usize) else {
+            return false;
+        };
+        let ago = i64::try_from(now.duration_since(began).as_millis()).unwrap_or(i64::MAX);
+        let began_at_most = now_millis().saturating_add(1).saturating_sub(ago);
+        if unlocked_at <= began_at_most {
+            return false;
+        }
+        users.failures.remove(&key);
+        true
     }
 
     /// How many usernames and IP keys have failures on record (for tests and
@@ -381,5 +463,59 @@ mod tests {
         );
         assert!(l.reserve(None, "192.0.2.2".parse().unwrap()).is_ok(), "IPv4 keyed by the full address");
         assert_eq!(ip_key("2001:db8::1:2:3:4".parse().unwrap()), "2001:db8::".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_unlock_after_the_lock_began_lifts_it_and_an_earlier_one_does_not() {
+        let l = Lockout::new(2, 100, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.6".parse().unwrap();
+        let hal = name("hal");
+        let before = now_millis() - 1;
+        std::thread::sleep(Duration::from_millis(3));
+        for _ in 0..2 {
+            let _ = l.fail(l.reserve(Some(&hal), ip).unwrap());
+        }
+        assert!(l.username_locked_for(&hal).is_some());
+        assert!(!l.lift_if_unlocked_after_lock(&hal, before), "an unlock before the lock");
+        assert!(l.reserve(Some(&hal), ip).is_err());
+        std::thread::sleep(Duration::from_millis(3));
+        let unlocked = now_millis();
+        assert!(l.lift_if_unlocked_after_lock(&hal, unlocked));
+        assert!(l.username_locked_for(&hal).is_none());
+
+        // Wrong passwords after the unlock count again; the old marker no
+        // longer lifts the new lock.
+        std::thread::sleep(Duration::from_millis(3));
+        for _ in 0..2 {
+            let _ = l.fail(l.reserve(Some(&hal), ip).unwrap());
+        }
+        assert!(!l.lift_if_unlocked_after_lock(&hal, unlocked));
+        assert_eq!(l.reserve(Some(&hal), ip).unwrap_err().by, LockedBy::Username);
+        assert!(!l.lift_if_unlocked_after_lock(&name("ivy"), now_millis()), "not locked: nothing to lift");
+    }
+
+    #[test]
+    fn an_unlock_does_not_lift_the_ip_lock() {
+        let l = Lockout::new(100, 2, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        for _ in 0..2 {
+            let _ = l.fail(l.reserve(Some(&name("jay")), ip).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(!l.lift_if_unlocked_after_lock(&name("jay"), now_millis()));
+        assert_eq!(l.reserve(Some(&name("jay")), ip).unwrap_err().by, LockedBy::Ip);
+    }
+
+    #[test]
+    fn marker_reads_per_username_are_bounded() {
+        let l = Lockout::new(1, 100, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let kim = name("kim");
+        let granted = (0..100).filter(|_| l.may_read_unlock_marker_at(&kim, t0)).count();
+        assert_eq!(granted, MARKER_READ_BURST as usize, "a burst at once");
+        let later = t0 + Duration::from_millis(250);
+        let granted = (0..100).filter(|_| l.may_read_unlock_marker_at(&kim, later)).count();
+        assert_eq!(granted, 2, "then 10 per second");
+        assert!(l.may_read_unlock_marker_at(&name("lou"), later), "another username has its own budget");
     }
 }

@@ -1,7 +1,9 @@
 //! `energyload user …`, `apikey …`, `audit …` and `keys rotate`: identity
 //! administration on the data directory, safe while `serve` runs (SQLite
 //! serialises writers; the server reloads its in-memory directory within a
-//! second). Every change is audited with `via: cli`.
+//! second; a `user unlock` or `user passwd` lifts a sign-in lock at the
+//! user's next login, see `auth/lockout.rs`). Every change is audited with
+//! `via: cli`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,6 +47,13 @@ pub enum UserCommand {
         /// File holding the password.
         #[arg(long)]
         password_file: Option<PathBuf>,
+    },
+    /// Lift a user's sign-in lock (after too many failed logins) at once,
+    /// also in a running server; a lock of a client network stays.
+    #[command(after_help = "Examples:\n  energyload user unlock alice")]
+    Unlock {
+        /// Username.
+        name: String,
     },
     /// Replace a user's roles.
     #[command(after_help = "Examples:\n  energyload user roles alice --role backoffice --role user")]
@@ -204,16 +213,36 @@ pub fn user(loaded: &LoadedConfig, cmd: UserCommand) -> ExitCode {
                 users::update(&tx, &u.id, changes).map_err(user_err)?;
                 let ended =
                     users::end_sessions_after_password_change(&tx, &u.id, None, None).map_err(user_err)?;
+                let unlocked = users::lift_lock(&tx, &u.id).map_err(user_err)?;
                 let ev = cli_event(EventType::UserModified)
                     .with("target_user_id", u.id)
                     .with("changed", "password")
-                    .with("sessions_ended", ended);
+                    .with("sessions_ended", ended)
+                    .with("unlocked", unlocked);
                 crate::audit::record_in(&tx, ev).map_err(|e| e.to_string())?;
                 tx.commit().map_err(|e| e.to_string())?;
-                println!("password of {name} changed; {ended} session(s) ended");
+                let lock = if unlocked { "; sign-in lock lifted" } else { "" };
+                println!("password of {name} changed; {ended} session(s) ended{lock}");
                 if generated {
                     println!("password: {password}");
                 }
+            }
+            UserCommand::Unlock { name } => {
+                let u = find(&conn, &name)?;
+                if users::lock_in_force(&u, now_millis()).is_none() {
+                    println!("{} is not locked; nothing to do", u.username);
+                    return Ok(());
+                }
+                // The marker and the audit event commit together; a running
+                // server reads the marker at the user's next refused login.
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(|e| e.to_string())?;
+                users::lift_lock(&tx, &u.id).map_err(user_err)?;
+                let ev = cli_event(EventType::AccountUnlocked).with("target_user_id", u.id);
+                crate::audit::record_in(&tx, ev).map_err(|e| e.to_string())?;
+                tx.commit().map_err(|e| e.to_string())?;
+                println!("unlocked {}: the next sign-in is checked as a first attempt", u.username);
             }
             UserCommand::Roles { name, roles: names } => {
                 let u = find(&conn, &name)?;
@@ -236,10 +265,15 @@ pub fn user(loaded: &LoadedConfig, cmd: UserCommand) -> ExitCode {
                 println!("deactivated {name}");
             }
             UserCommand::List => {
-                println!("{:<38} {:<24} {:<28} {:<12} created", "id", "username", "roles", "status");
+                println!("{:<38} {:<24} {:<28} {:<45} created", "id", "username", "roles", "status");
+                let now = now_millis();
                 for u in identity::all_users(&conn).map_err(|e| e.to_string())? {
                     let created = format_millis(u.created_at);
-                    println!("{:<38} {:<24} {:<28} {:<12} {created}", u.id, u.username, u.roles, u.status);
+                    let status = match users::lock_in_force(&u, now) {
+                        Some(until) => format!("{} locked until {}", u.status, locked_until_text(until)),
+                        None => u.status.clone(),
+                    };
+                    println!("{:<38} {:<24} {:<28} {status:<45} {created}", u.id, u.username, u.roles);
                 }
             }
             UserCommand::Import { file } => {
@@ -262,6 +296,16 @@ pub fn user(loaded: &LoadedConfig, cmd: UserCommand) -> ExitCode {
         }
         Ok(())
     })())
+}
+
+/// A lock's end for people, in whole seconds rounded up:
+/// `2026-12-03T06:14:05Z`.
+fn locked_until_text(until: i64) -> String {
+    let text = format_millis(until.saturating_add(999));
+    match text.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => text,
+    }
 }
 
 /// Runs an `apikey` subcommand.

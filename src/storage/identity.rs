@@ -1,5 +1,6 @@
-//! Typed queries on `users`, `api_keys` and `sessions`. Records carry plain
-//! column values; the auth layer turns them into domain types.
+//! Typed queries on `users` (with their recorded lock, `user_locks`),
+//! `api_keys` and `sessions`. Records carry plain column values; the auth
+//! layer turns them into domain types.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -24,7 +25,13 @@ pub struct UserRecord {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Unix ms: the end of the last username lock the server recorded
+    /// (`user_locks`), `None` once lifted; it may lie in the past.
+    pub locked_until: Option<i64>,
 }
+
+/// The users' columns and their recorded lock's end.
+const USER_COLUMNS: &str = "SELECT users.*, user_locks.locked_until FROM users LEFT JOIN user_locks ON user_locks.user_id = users.id";
 
 fn user_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
@@ -36,6 +43,7 @@ fn user_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         creator: r.get("creator")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
+        locked_until: r.get("locked_until")?,
     })
 }
 
@@ -63,19 +71,63 @@ pub fn update_user(conn: &Connection, u: &UserRecord) -> Result<bool, StorageErr
 
 /// A user by id.
 pub fn user_by_id(conn: &Connection, id: &str) -> Result<Option<UserRecord>, StorageError> {
-    Ok(conn.query_row("SELECT * FROM users WHERE id = ?1", [id], user_from).optional()?)
+    let sql = format!("{USER_COLUMNS} WHERE users.id = ?1");
+    Ok(conn.query_row(&sql, [id], user_from).optional()?)
 }
 
 /// A user by username (case-insensitive).
 pub fn user_by_name(conn: &Connection, username: &str) -> Result<Option<UserRecord>, StorageError> {
-    Ok(conn.query_row("SELECT * FROM users WHERE username = ?1", [username], user_from).optional()?)
+    let sql = format!("{USER_COLUMNS} WHERE users.username = ?1");
+    Ok(conn.query_row(&sql, [username], user_from).optional()?)
 }
 
 /// All users, oldest first.
 pub fn all_users(conn: &Connection) -> Result<Vec<UserRecord>, StorageError> {
-    let mut stmt = conn.prepare("SELECT * FROM users ORDER BY created_at, id")?;
+    let mut stmt = conn.prepare(&format!("{USER_COLUMNS} ORDER BY users.created_at, users.id"))?;
     let rows = stmt.query_map([], user_from)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records that the server locked user `user_id`'s username at `at` until
+/// `until` (Unix ms). The unlock marker stays as it was.
+pub fn record_lock(conn: &Connection, user_id: &str, at: i64, until: i64) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO user_locks (user_id, locked_at, locked_until) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET locked_at = excluded.locked_at, locked_until = excluded.locked_until",
+        params![user_id, at, until],
+    )?;
+    Ok(())
+}
+
+/// Lifts user `user_id`'s lock at `now` (Unix ms): the recorded end is
+/// cleared and the unlock marker set, also when no lock was recorded (a
+/// server whose window locked the user just now reads the marker). Returns
+/// whether a recorded lock was still in force.
+pub fn lift_lock(conn: &Connection, user_id: &str, now: i64) -> Result<bool, StorageError> {
+    let until: Option<i64> = conn
+        .query_row("SELECT locked_until FROM user_locks WHERE user_id = ?1", [user_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    conn.execute(
+        "INSERT INTO user_locks (user_id, unlocked_at) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET locked_until = NULL, unlocked_at = excluded.unlocked_at",
+        params![user_id, now],
+    )?;
+    Ok(until.is_some_and(|u| u > now))
+}
+
+/// When user `user_id`'s lock was last lifted (Unix ms), if ever.
+pub fn lock_lifted_at(conn: &Connection, user_id: &str) -> Result<Option<i64>, StorageError> {
+    Ok(conn
+        .query_row("SELECT unlocked_at FROM user_locks WHERE user_id = ?1", [user_id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// Clears every recorded lock's end (a starting server's windows are
+/// empty, so no username is locked); unlock markers stay. Returns how many.
+pub fn forget_locks(conn: &Connection) -> Result<usize, StorageError> {
+    Ok(conn.execute("UPDATE user_locks SET locked_until = NULL WHERE locked_until IS NOT NULL", [])?)
 }
 
 /// An `api_keys` row (never the key itself).

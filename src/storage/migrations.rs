@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_identity.sql"),
     include_str!("migrations/0003_messages.sql"),
     include_str!("migrations/0004_audit_keyed.sql"),
+    include_str!("migrations/0005_user_locks.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -236,16 +236,58 @@ fn an_admin_can_lift_a_lockout_early_and_it_is_audited() {
         app.login_reply(&key, "grace", "wrong-password-123", &[]);
     }
     app.login_reply(&key, "grace", PASSWORD, &[]).assert_error(429, "TooManyRequests");
+    let user_path = format!("/api/v1/management/users/user/{}", grace.id);
+    let locked_until = app.authed("GET", &user_path, &key, &admin_token, None).json()["locked_until"].clone();
+    assert!(locked_until.as_str().is_some_and(|t| t.ends_with('Z')), "{locked_until}");
+
+    // Only an admin may unlock: a backoffice user is refused and grace stays locked.
     let path = format!("/api/v1/management/users/user/{}/unlock", grace.id);
+    app.seed_user("heidi", "backoffice");
+    let heidi = app.login(&key, "heidi", PASSWORD);
+    app.authed("POST", &path, &key, &heidi, None).assert_error(403, "Forbidden");
+    app.login_reply(&key, "grace", PASSWORD, &[]).assert_error(429, "TooManyRequests");
+
     let r = app.authed("POST", &path, &key, &admin_token, None);
     assert_eq!(r.status, 200, "{}", r.text());
+    let after = app.authed("GET", &user_path, &key, &admin_token, None).json();
+    assert_eq!(after["locked_until"], Value::Null, "{after}");
     assert_eq!(app.login_reply(&key, "grace", PASSWORD, &[]).status, 200);
     let events = app.audit_events(&key, &admin_token, "type=account_unlocked");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["user_id"], admin.id.as_str());
     assert_eq!(events[0]["detail"]["target_user_id"], grace.id.as_str());
+    assert_eq!(events[0]["detail"]["was_locked"], true);
     let r = app.authed("POST", "/api/v1/management/users/user/no-such-id/unlock", &key, &admin_token, None);
     r.assert_error(404, "NotFound");
+}
+
+#[test]
+fn an_admin_password_reset_lifts_a_lock_and_later_wrong_passwords_count_again() {
+    let app = lockout_app(CfgDuration::from_secs(900));
+    let (key, admin_token, _) = app.admin_session();
+    let ivan = app.seed_user("ivan", "user");
+    for _ in 0..5 {
+        app.login_reply(&key, "ivan", "wrong-password-123", &[]).assert_error(401, "InvalidCredentials");
+    }
+    app.login_reply(&key, "ivan", PASSWORD, &[]).assert_error(429, "TooManyRequests");
+
+    let new_password = "ivan-reset-password-after-lock";
+    let edit = format!("/api/v1/management/users/user/edit/{}", ivan.id);
+    let r = app.authed("PATCH", &edit, &key, &admin_token, Some(&json!({"password": new_password})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["locked_until"], Value::Null, "{}", r.text());
+    assert_eq!(app.login_reply(&key, "ivan", new_password, &[]).status, 200);
+    let modified = app.audit_events(&key, &admin_token, "type=user_modified");
+    assert_eq!(modified[0]["detail"]["unlocked"], true, "{modified:?}");
+
+    // The reset is no standing pass: five wrong passwords lock ivan again.
+    for _ in 0..5 {
+        app.login_reply(&key, "ivan", "wrong-password-123", &[]).assert_error(401, "InvalidCredentials");
+    }
+    app.login_reply(&key, "ivan", new_password, &[]).assert_error(429, "TooManyRequests");
+    let user =
+        app.authed("GET", &format!("/api/v1/management/users/user/{}", ivan.id), &key, &admin_token, None);
+    assert!(user.json()["locked_until"].is_string(), "{}", user.text());
 }
 
 #[test]

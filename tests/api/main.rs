@@ -10,6 +10,7 @@ mod apikeys;
 mod audit;
 mod cli_config;
 mod cli_identity;
+mod cli_unlock;
 mod concurrency;
 mod crash;
 mod db_cap;

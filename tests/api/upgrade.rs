@@ -112,6 +112,9 @@ fn check_upgrade(fixture: &Path, version: u32) {
     if version >= 3 {
         check_messages(&server);
     }
+    if version >= 5 {
+        check_user_locks(&server, &db);
+    }
     server.signal(rustix::process::Signal::TERM);
     assert_eq!(server.wait(std::time::Duration::from_secs(30)), Some(0));
 }
@@ -168,6 +171,33 @@ fn check_messages(server: &ChildServer) {
     assert_eq!(detail["esight_errors"].as_array().map(Vec::len), Some(1), "{detail}");
     assert_eq!(detail["attempt_log"].as_array().map(Vec::len), Some(1), "{detail}");
     assert_eq!(detail["message"]["header"]["messageId"], "fixture-rejected", "{detail}");
+}
+
+/// Username locks seeded after migration 5: the rows stay (unlock markers
+/// included), and a started server holds no recorded lock in force (its
+/// windows start empty): bob, recorded as locked, is shown unlocked and
+/// logged in already in `check_identity`.
+fn check_user_locks(server: &ChildServer, db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let rows: Vec<(String, Option<i64>, Option<i64>)> = conn
+        .prepare("SELECT users.username, locked_until, unlocked_at FROM user_locks JOIN users ON users.id = user_id ORDER BY users.username")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<(String, Option<i64>, Option<i64>)> = seeds::USER_LOCKS
+        .iter()
+        .map(|(name, _, unlocked_at)| (name.to_string(), None, *unlocked_at))
+        .collect();
+    assert_eq!(rows, expected);
+    let key = seeds::api_key();
+    let alice = &seeds::USERS[0];
+    let admin = token(server, &key, alice.username, alice.password);
+    let users = call(server, "GET", "/api/v1/management/users", &key, &admin, None).json();
+    for u in users["items"].as_array().unwrap() {
+        assert_eq!(u["locked_until"], Value::Null, "{u}");
+    }
 }
 
 #[test]

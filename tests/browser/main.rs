@@ -14,3 +14,4 @@ mod driver;
 mod env;
 mod keyboard;
 mod security;
+mod unlock;

@@ -22,11 +22,13 @@
 //              #message-esight-errors, #retry-message [data-action=retry] (admin)
 //   errors:    #errors-table, #error-detail, #error-items
 //   quarantine:#quarantine-list, .quarantine-item[data-id] details > pre.quarantine-body
-//   users:     #users-table, #new-user (opens form), #create-user-form #new-username #new-password
+//   users:     #users-table, tr [data-testid=locked-until] + [data-action=unlock-user] (locked users),
+//              #new-user (opens form), #create-user-form #new-username #new-password
 //              #new-role-admin|backoffice|esight|user #create-user-submit #create-user-error;
 //              user page #user-detail #edit-roles-form #edit-role-<role> #save-roles,
 //              #reset-password-form #reset-password #save-password, #deactivate-user,
-//              #reactivate-user, #unlock-user, #sessions-table [data-action=end-session][data-jti]
+//              #reactivate-user, #user-status [data-testid=locked-until] + #unlock-user (while locked),
+//              #sessions-table [data-action=end-session][data-jti]
 //   apikeys:   #apikeys-table, #create-key-form #new-key-name #new-key-expires #create-key-submit,
 //              #new-key-panel #new-api-key #copy-api-key #new-key-done,
 //              [data-action=revoke-key][data-id]

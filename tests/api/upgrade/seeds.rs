@@ -30,6 +30,7 @@ pub const SEEDS: &[Seed] = &[
     Seed { version: 1, seed: seed_meta },
     Seed { version: 2, seed: seed_identity },
     Seed { version: 3, seed: seed_messages },
+    Seed { version: 5, seed: seed_user_locks },
 ];
 
 /// 2026-01-01T00:00:00Z, the fixtures' clock (Unix ms).
@@ -307,4 +308,20 @@ fn seed_messages(conn: &Connection) {
         [T0 + 80_000],
     )
     .unwrap();
+}
+
+/// Recorded username locks seeded after migration 5: bob's lock, recorded
+/// as in force until the far future, and carol's, lifted by an unlock.
+pub const USER_LOCKS: [(&str, Option<i64>, Option<i64>); 2] =
+    [("bob", Some(FAR_FUTURE), None), ("carol", None, Some(T0 + 95_000))];
+
+fn seed_user_locks(conn: &Connection) {
+    for (username, locked_until, unlocked_at) in USER_LOCKS {
+        let user = USERS.iter().find(|u| u.username == username).unwrap();
+        conn.execute(
+            "INSERT INTO user_locks (user_id, locked_at, locked_until, unlocked_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user.id, T0 + 90_000, locked_until, unlocked_at],
+        )
+        .unwrap();
+    }
 }

@@ -1,9 +1,9 @@
 // pages/user-detail.js — one user (admin): change roles, reset password, deactivate/reactivate,
-// unlock after failed sign-ins, and the user's sessions with "End session".
+// "locked until …" with Unlock after failed sign-ins, and the user's sessions with "End session".
 
 import { el } from '../dom.js';
 import { badge, pageHeader, card, dataTable, defList, errorBox, confirmInline, notify, withBusy, timeEl } from '../ui.js';
-import { roleFieldset, checkedRoles, rolesBadges } from './users.js';
+import { roleFieldset, checkedRoles, rolesBadges, lockMark, unlockButton } from './users.js';
 
 export const title = 'User';
 
@@ -61,6 +61,7 @@ export async function render(ctx) {
     await ctx.api('PATCH', `${base}/edit/${enc}`, { body: { password } });
     form.elements.password.value = '';
     notify(`Password of ${u.username} changed.`);
+    if (u.locked_until) await ctx.reload();
   });
 
   const statusActions = el('div', { class: 'form-actions', id: 'status-actions' });
@@ -88,12 +89,9 @@ export async function render(ctx) {
     });
     statusActions.append(de);
   }
-  const unlock = el('button', { type: 'button', class: 'btn btn--secondary', id: 'unlock-user', 'data-action': 'unlock-user' }, 'Unlock sign-in');
-  unlock.addEventListener('click', () => withBusy(unlock, async () => {
-    await ctx.api('POST', `${base}/${enc}/unlock`);
-    notify(`Sign-in lock of ${u.username} lifted.`);
-  }));
-  statusActions.append(unlock);
+  if (u.locked_until) {
+    statusActions.append(unlockButton(ctx, u, () => ctx.reload(), { id: 'unlock-user', class: 'btn btn--secondary' }));
+  }
 
   let sessionsView;
   if (sessions.error) {
@@ -127,7 +125,7 @@ export async function render(ctx) {
     el('div', { id: 'user-detail', 'data-id': u.id, 'data-status': u.status },
       card('Account', null, defList([
         ['Username', u.username], ['Id', el('span', { class: 'mono' }, u.id)],
-        ['Roles', rolesBadges(u.roles)], ['Status', el('span', { id: 'user-status' }, badge(u.status))],
+        ['Roles', rolesBadges(u.roles)], ['Status', el('span', { id: 'user-status', class: 'badges' }, badge(u.status), lockMark(u))],
         ['Created', timeEl(u.created_at)], ['Updated', timeEl(u.updated_at)],
       ]), statusActions),
       el('div', { class: 'card-grid card-grid--2' },

@@ -1,7 +1,8 @@
-// pages/users.js — the user list (admin) and the "New user" inline form with roles as checkboxes.
+// pages/users.js — the user list (admin) with sign-in locks ("locked until …", Unlock) and the
+// "New user" inline form with roles as checkboxes.
 
 import { el } from '../dom.js';
-import { badge, pageHeader, card, dataTable, errorBox, pager, notify, timeEl } from '../ui.js';
+import { badge, pageHeader, card, dataTable, errorBox, pager, notify, timeEl, withBusy } from '../ui.js';
 
 export const title = 'Users';
 export const ROLES = ['admin', 'backoffice', 'esight', 'user'];
@@ -24,6 +25,24 @@ export function roleFieldset(prefix, selected = []) {
 export const checkedRoles = (form) => [...form.querySelectorAll('input[name="roles"]:checked')].map((i) => i.value);
 
 export const rolesBadges = (roles) => el('span', { class: 'badges' }, (roles || []).map((r) => badge(r)));
+
+/** "locked until <time>" while too many failed sign-ins lock the user, else null. */
+export function lockMark(u) {
+  if (!u.locked_until) return null;
+  return el('span', { class: 'badge badge--bad', 'data-status': 'locked', 'data-testid': 'locked-until' },
+    'locked until ', timeEl(u.locked_until));
+}
+
+/** An Unlock button for a locked user: lifts the lock (audited), then `done()`. */
+export function unlockButton(ctx, u, done, attrs = {}) {
+  const b = el('button', { type: 'button', class: 'btn btn--secondary btn--small', 'data-action': 'unlock-user', 'aria-label': `Unlock ${u.username}`, ...attrs }, 'Unlock');
+  b.addEventListener('click', () => withBusy(b, async () => {
+    await ctx.api('POST', `/api/v1/management/users/user/${encodeURIComponent(u.id)}/unlock`);
+    notify(`Sign-in lock of ${u.username} lifted.`);
+    await done();
+  }));
+  return b;
+}
 
 function createForm(ctx, opener, close) {
   const errorSlot = el('div', { id: 'create-user-error' });
@@ -103,7 +122,8 @@ export async function render(ctx) {
         columns: [
           { label: 'Username', render: (u) => el('a', { href: `#/users/${encodeURIComponent(u.id)}` }, u.username) },
           { label: 'Roles', render: (u) => rolesBadges(u.roles) },
-          { label: 'Status', render: (u) => badge(u.status) },
+          { label: 'Status', render: (u) => el('span', { class: 'badges' }, badge(u.status), lockMark(u),
+            u.locked_until ? unlockButton(ctx, u, () => ctx.reload()) : null) },
           { label: 'Created', render: (u) => timeEl(u.created_at) },
           { label: 'Updated', render: (u) => timeEl(u.updated_at) },
           { label: 'Id', render: (u) => el('span', { class: 'mono muted' }, u.id) },

@@ -66,6 +66,15 @@ pub struct LoadedConfig {
     pub config: Config,
     /// The config file that was read (none: defaults and environment only).
     pub file: Option<PathBuf>,
+    /// Where each key set by a file or the environment came from.
+    origins: BTreeMap<String, ConfigSource>,
+}
+
+impl LoadedConfig {
+    /// Where the value of the dotted `key` (`server.listen`) came from.
+    pub fn origin(&self, key: &str) -> ConfigSource {
+        self.origins.get(key).cloned().unwrap_or(ConfigSource::Default)
+    }
 }
 
 /// Loads the configuration: `explicit` if given, else `./config.toml`, else
@@ -89,8 +98,8 @@ pub fn load(
         layers.add_env(&var, &value)?;
     }
     layers.resolve_secret_files()?;
-    let config = layers.into_config()?;
-    Ok(LoadedConfig { config, file })
+    let config = layers.to_config()?;
+    Ok(LoadedConfig { config, file, origins: layers.sources })
 }
 
 /// Loads the configuration from the text of a config file said to be at
@@ -110,7 +119,7 @@ pub fn load_from_text(
         layers.add_env(&var, &value)?;
     }
     layers.resolve_secret_files()?;
-    layers.into_config()
+    layers.to_config()
 }
 
 /// The merged raw table and the source of every key in it.
@@ -251,7 +260,7 @@ impl Layers {
         Ok(())
     }
 
-    fn into_config(self) -> Result<Config, ConfigError> {
+    fn to_config(&self) -> Result<Config, ConfigError> {
         let value = Value::Table(self.table.clone());
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
@@ -361,7 +370,14 @@ mod tests {
         let f = write(dir.path(), "c.toml", "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n");
         let vars =
             env(&[("ENERGYLOAD_SERVER_MAX_BODY_BYTES", "20"), ("ENERGYLOAD_AUTH_API_KEY_REQUIRED", "false")]);
-        let c = load(Some(&f), vars).unwrap().config;
+        let loaded = load(Some(&f), vars).unwrap();
+        assert_eq!(loaded.origin("server.listen"), ConfigSource::File(f.clone()));
+        assert_eq!(
+            loaded.origin("server.max_body_bytes"),
+            ConfigSource::Env("ENERGYLOAD_SERVER_MAX_BODY_BYTES".into())
+        );
+        assert_eq!(loaded.origin("log.level"), ConfigSource::Default);
+        let c = loaded.config;
         assert_eq!(c.server.listen.port(), 9000);
         assert_eq!(c.server.max_body_bytes, 20);
         assert!(!c.auth.api_key_required);

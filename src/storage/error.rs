@@ -40,11 +40,12 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// Another process holds the data directory.
-    #[error("data directory {path} is in use by another energyload process{holder}")]
+    #[error("data directory {path} is in use by {holder}")]
     Locked {
         /// The directory.
         path: PathBuf,
-        /// `" (pid N)"` when known.
+        /// `process 1234 (energyload serve)`, or `another energyload
+        /// process` when the lock file does not say.
         holder: String,
     },
     /// A file operation failed.

@@ -38,6 +38,7 @@ mod retention;
 mod sd_notify;
 mod secrets;
 mod shutdown;
+mod startup;
 mod static_binary;
 mod storage;
 mod tls;

@@ -77,10 +77,15 @@ fn ensure_user(conn: &Connection, config: &Config, name: &str, role: Role) -> Re
 fn prepare_identities(config: &Config) -> Result<Credentials, String> {
     let storage = Storage::open(&config.storage).map_err(|e| e.to_string())?;
     storage.migrate().map_err(|e| e.to_string())?;
-    let conn = storage.open_connection().map_err(|e| e.to_string())?;
+    let mut conn = storage.open_connection().map_err(|e| e.to_string())?;
     let key = NewApiKey::generate().map_err(|e| e.to_string())?;
     let record = crate::api::new_api_key_record(&key, "demo".into(), Some("demo".into()), None);
-    identity::insert_api_key(&conn, &record).map_err(|e| e.to_string())?;
+    // A new key each run (a key is shown once); the last run's goes, as
+    // two active keys may not share a name.
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    identity::revoke_api_keys_named(&tx, "demo", crate::clock::now_millis()).map_err(|e| e.to_string())?;
+    identity::insert_api_key(&tx, &record).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
     Ok(Credentials {
         admin_password: ensure_user(&conn, config, "admin", Role::Admin)?,
         feed_password: ensure_user(&conn, config, "demo-feed", Role::Backoffice)?,

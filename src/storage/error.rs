@@ -48,6 +48,14 @@ pub enum StorageError {
         /// process` when the lock file does not say.
         holder: String,
     },
+    /// An active API key already has this name (ignoring ASCII case).
+    #[error("an active API key named {name:?} exists (id {existing_id})")]
+    ApiKeyNameTaken {
+        /// The name as the existing key has it.
+        name: String,
+        /// The id of the key that has it.
+        existing_id: String,
+    },
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -203,3 +203,28 @@ fn print_banner(base_url: &str, sim_url: &str, c: &Credentials, data_dir: &std::
     );
     println!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo keeps its data between runs and makes a new `demo` key each
+    /// time; the last run's is revoked, or the second start would be refused
+    /// (two active keys may not share a name).
+    #[test]
+    fn a_second_run_on_kept_data_replaces_the_demo_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        config.auth.argon2_memory_kib = 8;
+        config.auth.argon2_iterations = 1;
+        let first = prepare_identities(&config).unwrap();
+        let second = prepare_identities(&config).unwrap();
+        assert_ne!(first.api_key, second.api_key);
+        let conn = Storage::open(&config.storage).unwrap().open_connection().unwrap();
+        let keys = identity::all_api_keys(&conn).unwrap();
+        let active: Vec<_> = keys.iter().filter(|k| k.name == "demo" && k.revoked_at.is_none()).collect();
+        assert_eq!((keys.len(), active.len()), (2, 1), "{keys:?}");
+        assert!(second.api_key.starts_with(&active[0].prefix), "the new key is the active one");
+    }
+}

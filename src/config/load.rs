@@ -267,7 +267,21 @@ impl Layers {
             let message = e.inner().to_string().replace('\n', " ");
             self.error(&key, message)
         })?;
-        config.validate().map_err(|(key, why)| self.error(key, why))?;
+        config.validate().map_err(|(key, why)| {
+            // A key left at its default that clashes with one set elsewhere
+            // (`tls_key` unset, `tls_cert` set in the file): the source is
+            // where the other was set, not "built-in default".
+            let related = self
+                .sources
+                .iter()
+                .find(|(other, _)| other.as_str() != key && mentions(&why, other))
+                .map(|(_, source)| source.clone());
+            let mut e = self.error(key, why);
+            if let (ConfigSource::Default, Some(source)) = (&e.origin, related) {
+                e.origin = source;
+            }
+            e
+        })?;
         Ok(config)
     }
 }
@@ -281,6 +295,16 @@ impl Config {
             _ => Table::new(),
         }
     }
+}
+
+/// Whether `text` names the dotted `key` as a whole word.
+fn mentions(text: &str, key: &str) -> bool {
+    text.match_indices(key).any(|(at, _)| {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+        let before = text[..at].chars().next_back().is_none_or(|c| !word(c));
+        let after = text[at + key.len()..].chars().next().is_none_or(|c| !word(c) || c == '.');
+        before && after
+    })
 }
 
 /// `ENERGYLOAD_<SECTION>_<KEY>`.
@@ -480,6 +504,15 @@ mod tests {
     fn tls_certificate_and_key_come_together() {
         let e = load(None, env(&[("ENERGYLOAD_SERVER_TLS_CERT", "/etc/tls/cert.pem")])).unwrap_err();
         assert_eq!(e.key, "server.tls_key");
+        // Not "(from built-in default)": the clash comes from where tls_cert was set.
+        assert_eq!(e.origin, ConfigSource::Env("ENERGYLOAD_SERVER_TLS_CERT".into()));
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "c.toml", "[server]\ntls_key = \"/etc/tls/key.pem\"\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin), ("server.tls_cert", ConfigSource::File(f)));
+        assert!(mentions("must be set when server.tls_cert is", "server.tls_cert"));
+        assert!(!mentions("see server.tls_cert_x", "server.tls_cert"));
+        assert!(!mentions("see xserver.tls_cert", "server.tls_cert"));
         let e = load(None, env(&[("ENERGYLOAD_SERVER_TLS_KEY", "/etc/tls/key.pem")])).unwrap_err();
         assert_eq!(e.key, "server.tls_cert");
         let both = env(&[

@@ -85,6 +85,22 @@ fn a_mistyped_section_or_key_names_file_line_and_the_name_meant() {
     );
 }
 
+/// A key left at its default that clashes with one the file sets is blamed
+/// on the file (it said "(from built-in default)").
+#[test]
+fn a_clash_with_a_key_set_in_the_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tls.toml");
+    std::fs::write(&file, "[server]\ntls_cert = \"/etc/tls/cert.pem\"\n").unwrap();
+    assert_eq!(
+        stderr_line(&run_cli(&file, &["serve"])),
+        format!(
+            "config error: server.tls_key: must be set when server.tls_cert is (from file {})",
+            file.display()
+        )
+    );
+}
+
 /// The environment is checked the same way: a near miss in a section's keys
 /// or in the section itself is named with the variable meant; variables
 /// that are nobody's typo (Kubernetes' `ENERGYLOAD_SERVICE_HOST`) pass.

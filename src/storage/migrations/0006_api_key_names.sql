@@ -10,7 +10,9 @@
 -- `<name> (duplicate <id>)`. Only names change: every key keeps working, and
 -- `apikey list` shows the renamed ones. Revoked keys keep their names.
 --
--- Numbered 0006 to stay clear of another change's 0005.
+-- Numbered 0006 to stay clear of another change's 0005. Every statement can
+-- run twice harmlessly (a database migrated before 0005 was merged in front
+-- of it would meet it again).
 UPDATE api_keys SET name = trim(name, ' ' || char(9) || char(10) || char(13))
  WHERE name <> trim(name, ' ' || char(9) || char(10) || char(13));
 UPDATE api_keys SET name = 'unnamed ' || id WHERE name = '';
@@ -21,4 +23,4 @@ UPDATE api_keys SET name = name || ' (duplicate ' || id || ')'
                   AND older.name = api_keys.name COLLATE NOCASE
                   AND (older.created_at < api_keys.created_at
                        OR (older.created_at = api_keys.created_at AND older.id < api_keys.id)));
-CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name COLLATE NOCASE) WHERE revoked_at IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name COLLATE NOCASE) WHERE revoked_at IS NULL;

@@ -1,7 +1,8 @@
 //! Builds the running appliance from a configuration: takes the data
 //! directory lock, opens and migrates the database, loads signing keys and
 //! the identity directory, starts the ingest writer, delivery workers and
-//! housekeeping, binds the listener, and owns shutdown. Tests call exactly
+//! housekeeping, and owns shutdown. The listener is bound first, so a busy
+//! port leaves the data directory untouched. Tests call exactly
 //! this (`App::build`, `port`, `run_until_stopped`), with port 0 and a
 //! temporary data directory.
 
@@ -152,11 +153,27 @@ fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError>
     Ok(Prepared { lock, storage, workers, ingest, tokens, directory, open_messages, db_used_bytes })
 }
 
+/// Binds the listen address: the first thing start-up does, so a busy port
+/// is found before anything is written to disk.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })
+}
+
 impl App {
-    /// Prepares storage, keys and workers and binds the listener. Fails if
-    /// another server holds the data directory or the database is newer than
-    /// this binary.
+    /// Binds the listener, then prepares storage, keys and workers. Fails if
+    /// the address is taken (before the data directory is touched), another
+    /// server holds the data directory or the database is newer than this
+    /// binary.
     pub async fn build(config: Config) -> Result<Self, AppError> {
+        let listener = bind(config.server.listen).await?;
+        Self::build_on(config, listener).await
+    }
+
+    /// [`App::build`] on a listener already bound (by [`bind`]): `serve`
+    /// binds before it sets up logging (which writes into the data
+    /// directory), the demo before it starts the simulator that must know
+    /// the address.
+    pub async fn build_on(config: Config, listener: TcpListener) -> Result<Self, AppError> {
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => {
                 let material = TlsMaterial::load(cert, key)?;
@@ -171,7 +188,6 @@ impl App {
             .await
             .map_err(|_| AppError::Storage(StorageError::TaskFailed))??;
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })?;
         let a = &config.auth;
         let argon2 = Argon2Settings::new(a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism)
             .map_err(|e| AppError::Bootstrap(e.to_string()))?;

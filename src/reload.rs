@@ -220,6 +220,7 @@ mod tests {
         let e = ReloadError::Config(ConfigError {
             key: "esight.password".into(),
             origin: config::ConfigSource::Env("ENERGYLOAD_ESIGHT_PASSWORD".into()),
+            line: None,
             message: "invalid type: integer `123456`".into(),
         });
         let reason = e.audit_reason();

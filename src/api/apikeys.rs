@@ -11,9 +11,11 @@ use crate::audit::EventType;
 use crate::auth::NewApiKey;
 use crate::auth::rate_limit::KeyRate;
 use crate::clock::{format_millis, now_millis, parse_rfc3339_millis};
+use crate::domain::api_key_name::ApiKeyName;
 use crate::http::ApiError;
 use crate::http::request::read_json;
 use crate::http::response::{self, Response};
+use crate::storage::StorageError;
 use crate::storage::identity::{self, ApiKeyRecord};
 
 #[derive(Deserialize)]
@@ -68,15 +70,26 @@ fn audit_failed(e: crate::storage::StorageError) -> ApiError {
     ApiError::unavailable("the audit log cannot be written", 5)
 }
 
+/// Two active keys may not share a name: `409 Conflict` with the existing
+/// key's id in `error.id`; any other storage error as usual.
+fn name_taken(e: StorageError) -> ApiError {
+    match e {
+        StorageError::ApiKeyNameTaken { name, existing_id } => ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("an active API key named {name:?} exists; revoke it first or choose another name"),
+        )
+        .with_field("id", existing_id),
+        e => e.into(),
+    }
+}
+
 /// `POST /api/v1/management/apikeys`.
 pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Response, ApiError> {
     let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     let b: NewKeyBody = read_json(&parts.headers, body, limit).await?;
-    let name = b.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::bad_request("name must be 1 to 100 characters"));
-    }
+    let name = ApiKeyName::parse(&b.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let expires_at = b
         .expires_at
         .as_deref()
@@ -95,7 +108,8 @@ pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Respo
         tracing::error!(error = %e, "cannot generate a key");
         ApiError::internal()
     })?;
-    let mut record = new_record(&key, name, ctx.caller.user.as_ref().map(|p| p.user_id.clone()), expires_at);
+    let mut record =
+        new_record(&key, name.into_string(), ctx.caller.user.as_ref().map(|p| p.user_id.clone()), expires_at);
     record.rate_per_sec = rate.map(|r| r.per_sec());
     record.burst = rate.map(|r| i64::from(r.burst()));
     let stored = record.clone();
@@ -115,7 +129,8 @@ pub async fn create(ctx: RequestContext, req: Request<Incoming>) -> Result<Respo
             tx.commit()?;
             state.directory.reload(c).map(Ok)
         })
-        .await?
+        .await
+        .map_err(name_taken)?
         .map_err(audit_failed)?;
     let body = json!({"id": record.id, "name": record.name, "prefix": record.prefix, "key": key.expose()});
     Ok(response::json(StatusCode::CREATED, &body))

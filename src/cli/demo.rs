@@ -26,8 +26,27 @@ pub struct DemoArgs {
     interval_ms: u64,
 }
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C. Before anything is written: the data
+/// directory must be free and the port bound; a refusal says which flag to
+/// change.
 pub fn run(args: &DemoArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return super::fail(e),
+    };
+    if let Err(e) = crate::storage::DataDirLock::check_free(&args.data_dir) {
+        return super::fail(format!("{e}; stop it or use another --data-dir"));
+    }
+    let listener = match runtime.block_on(crate::app::bind(args.listen)) {
+        Ok(l) => l,
+        Err(crate::app::AppError::Bind { addr, source }) => {
+            return super::fail(format!(
+                "cannot listen on {addr} (--listen): {source}; stop the process that uses it or choose \
+                 another address with --listen (port 0: any free port)"
+            ));
+        }
+        Err(e) => return super::fail(e),
+    };
     let mut log_config = crate::config::Config::default();
     log_config.log.level = "warn,energyload=info,energyload::access=warn".into();
     log_config.log.format = LogFormat::Text;
@@ -36,12 +55,8 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => return super::fail(format!("cannot set up logging: {e}")),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return super::fail(e),
-    };
     let opts = crate::demo::DemoOptions {
-        listen: args.listen,
+        listener,
         data_dir: args.data_dir.clone(),
         fresh: args.fresh,
         interval: Duration::from_millis(args.interval_ms.max(10)),

@@ -16,8 +16,9 @@ use crate::auth::NewApiKey;
 use crate::auth::signing_keys::SigningKeys;
 use crate::clock::{format_millis, now_millis, parse_rfc3339_millis};
 use crate::config::LoadedConfig;
+use crate::domain::api_key_name::ApiKeyName;
 use crate::domain::user::{Roles, UserStatus, Username};
-use crate::storage::{Storage, audit, identity};
+use crate::storage::{Storage, StorageError, audit, identity};
 use crate::users::{self, UserChanges, UserError};
 
 /// `energyload user …`
@@ -318,9 +319,17 @@ pub fn apikey(loaded: &LoadedConfig, cmd: ApiKeyCommand) -> ExitCode {
                     .as_deref()
                     .map(|t| parse_rfc3339_millis(t).ok_or("--expires must be an RFC 3339 timestamp"))
                     .transpose()?;
+                let name = ApiKeyName::parse(&name).map_err(|e| e.to_string())?;
                 let key = NewApiKey::generate().map_err(|e| e.to_string())?;
-                let record = crate::api::new_api_key_record(&key, name, Some("cli".into()), expires_at);
-                identity::insert_api_key(&conn, &record).map_err(|e| e.to_string())?;
+                let record =
+                    crate::api::new_api_key_record(&key, name.into_string(), Some("cli".into()), expires_at);
+                identity::insert_api_key(&conn, &record).map_err(|e| match e {
+                    StorageError::ApiKeyNameTaken { name, existing_id } => format!(
+                        "an active API key named {name:?} exists; revoke it first \
+                         (energyload apikey revoke {existing_id}) or choose another name"
+                    ),
+                    e => e.to_string(),
+                })?;
                 let ev = cli_event(EventType::ApikeyCreated).with("target_api_key_id", record.id.clone());
                 record_blocking(&mut conn, ev).map_err(|e| e.to_string())?;
                 println!(

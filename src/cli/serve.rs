@@ -11,22 +11,30 @@ use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::app::{App, AppState};
-use crate::config::LoadedConfig;
+use crate::app::{App, AppError, AppState};
+use crate::config::{ConfigSource, LoadedConfig};
+use crate::storage::StorageError;
 use crate::systemd_notify::Notifier;
 
 /// How often readiness is checked again while start-up waits for it.
 const READINESS_RETRY: Duration = Duration::from_secs(1);
 
-/// Runs the server; exit 0 after a clean shutdown.
+/// Runs the server; exit 0 after a clean shutdown. A refusal to start is
+/// printed once, on stderr (not logged too).
 pub fn run(loaded: LoadedConfig) -> ExitCode {
-    let _logs = match crate::logging::init(&loaded.config, true) {
-        Ok(g) => g,
-        Err(e) => return super::fail(format!("cannot set up logging: {e}")),
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+    };
+    // The port before anything else: logging and start-up write into the
+    // data directory, and a busy port must leave none behind.
+    let listener = match runtime.block_on(crate::app::bind(loaded.config.server.listen)) {
+        Ok(l) => l,
+        Err(e) => return super::fail(format!("{}; {}", bind_error(&loaded, &e), LISTEN_HINT)),
+    };
+    let _logs = match crate::logging::init(&loaded.config, true) {
+        Ok(g) => g,
+        Err(e) => return super::fail(format!("cannot set up logging: {e}")),
     };
     if let Some(file) = &loaded.file {
         tracing::info!(config = %file.display(), "configuration loaded");
@@ -41,12 +49,16 @@ pub fn run(loaded: LoadedConfig) -> ExitCode {
         };
         let stop_requested = shutdown_signal();
         notifier.status("starting");
-        let app = match App::build(loaded.config).await {
+        let app = match App::build_on(loaded.config, listener).await {
             Ok(app) => app,
             Err(e) => {
-                tracing::error!(error = %e, "cannot start");
                 notifier.status(&format!("cannot start: {e}"));
-                return super::fail(e);
+                return match e {
+                    AppError::Storage(StorageError::Locked { .. }) => {
+                        super::fail(format!("{e}; {DATA_DIR_HINT}"))
+                    }
+                    e => super::fail(e),
+                };
             }
         };
         let lifecycle =
@@ -62,6 +74,23 @@ pub fn run(loaded: LoadedConfig) -> ExitCode {
             Err(e) => super::fail(e),
         }
     })
+}
+
+/// What to do about a busy or unusable listen address.
+const LISTEN_HINT: &str = "stop the process that uses it or choose another address with server.listen in \
+     the config file or ENERGYLOAD_SERVER_LISTEN (port 0: any free port)";
+
+/// What to do about a data directory another process holds.
+const DATA_DIR_HINT: &str = "stop it or use another data directory (storage.data_dir in the config file or ENERGYLOAD_STORAGE_DATA_DIR)";
+
+/// `cannot listen on ADDR (server.listen, from SOURCE): CAUSE`.
+fn bind_error(loaded: &LoadedConfig, e: &AppError) -> String {
+    let AppError::Bind { addr, source } = e else { return e.to_string() };
+    let origin = match loaded.origin("server.listen") {
+        ConfigSource::Default => "the built-in default".to_string(),
+        origin => origin.to_string(),
+    };
+    format!("cannot listen on {addr} (server.listen, from {origin}): {source}")
 }
 
 /// Tells systemd once the server is ready, then reloads on every SIGHUP

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::Config;
+use super::{Config, known_keys};
 
 /// Keys whose value may also be read from a file named by `<key>_file`.
 const SECRET_KEYS: &[&str] = &[
@@ -44,14 +44,17 @@ impl fmt::Display for ConfigSource {
     }
 }
 
-/// A configuration problem: which key, from which source, and why.
+/// A configuration problem: which key, from which source (and line, when
+/// the file's parser gives one), and why.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("config error: {key}: {message} (from {origin})")]
+#[error("config error: {key}: {message} (from {origin}{})", line.map(|n| format!(", line {n}")).unwrap_or_default())]
 pub struct ConfigError {
     /// The dotted key, e.g. `server.listen`.
     pub key: String,
     /// Where the offending value came from.
     pub origin: ConfigSource,
+    /// The line in the config file, when known.
+    pub line: Option<usize>,
     /// What is wrong, in one line.
     pub message: String,
 }
@@ -63,6 +66,15 @@ pub struct LoadedConfig {
     pub config: Config,
     /// The config file that was read (none: defaults and environment only).
     pub file: Option<PathBuf>,
+    /// Where each key set by a file or the environment came from.
+    origins: BTreeMap<String, ConfigSource>,
+}
+
+impl LoadedConfig {
+    /// Where the value of the dotted `key` (`server.listen`) came from.
+    pub fn origin(&self, key: &str) -> ConfigSource {
+        self.origins.get(key).cloned().unwrap_or(ConfigSource::Default)
+    }
 }
 
 /// Loads the configuration: `explicit` if given, else `./config.toml`, else
@@ -86,8 +98,8 @@ pub fn load(
         layers.add_env(&var, &value)?;
     }
     layers.resolve_secret_files()?;
-    let config = layers.into_config()?;
-    Ok(LoadedConfig { config, file })
+    let config = layers.to_config()?;
+    Ok(LoadedConfig { config, file, origins: layers.sources })
 }
 
 /// Loads the configuration from the text of a config file said to be at
@@ -107,7 +119,7 @@ pub fn load_from_text(
         layers.add_env(&var, &value)?;
     }
     layers.resolve_secret_files()?;
-    layers.into_config()
+    layers.to_config()
 }
 
 /// The merged raw table and the source of every key in it.
@@ -120,7 +132,7 @@ struct Layers {
 impl Layers {
     fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let source = self.sources.get(key).cloned().unwrap_or(ConfigSource::Default);
-        ConfigError { key: key.to_string(), origin: source, message: message.into() }
+        ConfigError { key: key.to_string(), origin: source, line: None, message: message.into() }
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -128,6 +140,7 @@ impl Layers {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             key: "(file)".into(),
             origin: source.clone(),
+            line: None,
             message: format!("cannot read: {e}"),
         })?;
         self.add_text(&text, source)
@@ -135,20 +148,33 @@ impl Layers {
 
     /// Merges the text of a config file, read from `source`.
     fn add_text(&mut self, text: &str, source: ConfigSource) -> Result<(), ConfigError> {
-        let table: Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
-            ConfigError {
-                key: format!("(line {line})"),
-                origin: source.clone(),
-                message: e.message().replace('\n', " "),
-            }
+        let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "(syntax)".into(),
+            origin: source.clone(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().replace(['\n', '\r'], " "),
         })?;
+        let at = |section: &str, key: Option<&str>, message: String| ConfigError {
+            key: key.map_or_else(|| shown(section), |k| format!("{}.{}", shown(section), shown(k))),
+            origin: source.clone(),
+            line: line_of_key(text, section, key),
+            message,
+        };
         for (section, value) in table {
+            let Some(known) = known_keys::keys(&section) else {
+                return Err(at(&section, None, unknown_section(&section)));
+            };
             let Value::Table(keys) = value else {
-                self.sources.insert(section.clone(), source.clone());
-                return Err(self.error(&section, "must be a [section] of keys"));
+                return Err(at(&section, None, "must be a [section] of keys".into()));
             };
             for (key, value) in keys {
+                if !is_known_key(&section, &key, known) {
+                    let message = match known_keys::nearest(&key, known) {
+                        Some(near) => format!("unknown key in [{section}]; did you mean `{near}`?"),
+                        None => format!("unknown key in [{section}]; its keys are {}", known.join(", ")),
+                    };
+                    return Err(at(&section, Some(&key), message));
+                }
                 self.sources.insert(format!("{section}.{key}"), source.clone());
                 self.section(&section).insert(key, value);
             }
@@ -167,8 +193,32 @@ impl Layers {
         // Service named `energyload`. Inside a section, an unknown key is an
         // error (deserialisation rejects it), so typos do not pass silently.
         let Some((section, key)) = lower.split_once('_') else { return Ok(()) };
-        if key.is_empty() || !Config::default_table().contains_key(section) {
+        let Some(known) = known_keys::keys(section) else {
+            // A known key under a near section name is a typo, not
+            // someone else's variable: ENERGYLOAD_SERVR_LISTEN.
+            let near = known_keys::nearest(section, known_keys::sections());
+            if let Some(near) = near.filter(|s| known_keys::keys(s).is_some_and(|k| k.contains(&key))) {
+                return Err(ConfigError {
+                    key: format!("{section}.{key}"),
+                    origin: source,
+                    line: None,
+                    message: format!("unknown section [{section}]; did you mean `{}`?", env_name(near, key)),
+                });
+            }
             return Ok(());
+        };
+        if key.is_empty() {
+            return Ok(());
+        }
+        if !is_known_key(section, key, known) {
+            let hint = known_keys::nearest(key, known)
+                .map(|k| format!("; did you mean `{}`?", env_name(section, k)));
+            return Err(ConfigError {
+                key: format!("{section}.{key}"),
+                origin: source,
+                line: None,
+                message: format!("unknown key in [{section}]{}", hint.unwrap_or_default()),
+            });
         }
         let value = typed_env_value(section, key, raw);
         self.section(section).insert(key.to_string(), value);
@@ -210,14 +260,28 @@ impl Layers {
         Ok(())
     }
 
-    fn into_config(self) -> Result<Config, ConfigError> {
+    fn to_config(&self) -> Result<Config, ConfigError> {
         let value = Value::Table(self.table.clone());
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let message = e.inner().to_string().replace('\n', " ");
             self.error(&key, message)
         })?;
-        config.validate().map_err(|(key, why)| self.error(key, why))?;
+        config.validate().map_err(|(key, why)| {
+            // A key left at its default that clashes with one set elsewhere
+            // (`tls_key` unset, `tls_cert` set in the file): the source is
+            // where the other was set, not "built-in default".
+            let related = self
+                .sources
+                .iter()
+                .find(|(other, _)| other.as_str() != key && mentions(&why, other))
+                .map(|(_, source)| source.clone());
+            let mut e = self.error(key, why);
+            if let (ConfigSource::Default, Some(source)) = (&e.origin, related) {
+                e.origin = source;
+            }
+            e
+        })?;
         Ok(config)
     }
 }
@@ -231,6 +295,62 @@ impl Config {
             _ => Table::new(),
         }
     }
+}
+
+/// Whether `text` names the dotted `key` as a whole word.
+fn mentions(text: &str, key: &str) -> bool {
+    text.match_indices(key).any(|(at, _)| {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+        let before = text[..at].chars().next_back().is_none_or(|c| !word(c));
+        let after = text[at + key.len()..].chars().next().is_none_or(|c| !word(c) || c == '.');
+        before && after
+    })
+}
+
+/// `ENERGYLOAD_<SECTION>_<KEY>`.
+fn env_name(section: &str, key: &str) -> String {
+    format!("ENERGYLOAD_{section}_{key}").to_ascii_uppercase()
+}
+
+/// Whether `key` belongs in `section`: one of its fields, or the
+/// `<key>_file` form of one of its secrets.
+fn is_known_key(section: &str, key: &str, known: &[&str]) -> bool {
+    known.contains(&key)
+        || key.strip_suffix("_file").is_some_and(|k| SECRET_KEYS.contains(&format!("{section}.{k}").as_str()))
+}
+
+/// Why a section name is refused, with the nearest known one.
+fn unknown_section(section: &str) -> String {
+    match known_keys::nearest(section, known_keys::sections()) {
+        Some(near) => format!("unknown section; did you mean `[{near}]`?"),
+        None => format!("unknown section; the sections are [{}]", known_keys::sections().join("], [")),
+    }
+}
+
+/// A name from the file as it may be printed in a one-line error: quoted
+/// (with escapes) when it holds anything but printable characters.
+fn shown(name: &str) -> String {
+    if name.chars().all(|c| !c.is_control()) { name.to_string() } else { format!("{name:?}") }
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// The line where `section` (or its `key`) is written in `text`, from the
+/// parser's spans.
+fn line_of_key(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let (name, value) = doc.get_ref().iter().find(|(k, _)| k.get_ref().as_ref() == section)?;
+    let span = match (key, value.get_ref()) {
+        (None, _) => name.span(),
+        (Some(key), toml::de::DeValue::Table(keys)) => {
+            keys.iter().find(|(k, _)| k.get_ref().as_ref() == key)?.0.span()
+        }
+        (Some(_), _) => return None,
+    };
+    Some(line_of(text, span.start))
 }
 
 /// Environment variables are text; give them the type the key's default has,
@@ -274,7 +394,14 @@ mod tests {
         let f = write(dir.path(), "c.toml", "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n");
         let vars =
             env(&[("ENERGYLOAD_SERVER_MAX_BODY_BYTES", "20"), ("ENERGYLOAD_AUTH_API_KEY_REQUIRED", "false")]);
-        let c = load(Some(&f), vars).unwrap().config;
+        let loaded = load(Some(&f), vars).unwrap();
+        assert_eq!(loaded.origin("server.listen"), ConfigSource::File(f.clone()));
+        assert_eq!(
+            loaded.origin("server.max_body_bytes"),
+            ConfigSource::Env("ENERGYLOAD_SERVER_MAX_BODY_BYTES".into())
+        );
+        assert_eq!(loaded.origin("log.level"), ConfigSource::Default);
+        let c = loaded.config;
         assert_eq!(c.server.listen.port(), 9000);
         assert_eq!(c.server.max_body_bytes, 20);
         assert!(!c.auth.api_key_required);
@@ -317,6 +444,45 @@ mod tests {
     }
 
     #[test]
+    fn unknown_names_say_where_they_were_written_and_what_was_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "c.toml", "# mine\n\n[servr]\nlisten = \"127.0.0.1:0\"\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!((e.key.as_str(), &e.origin, e.line), ("servr", &ConfigSource::File(f.clone()), Some(3)));
+        assert_eq!(e.message, "unknown section; did you mean `[server]`?");
+
+        let f = write(dir.path(), "k.toml", "[server]\nmax_body_bytes = 10\nlistn = \"127.0.0.1:0\"\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("server.listn", Some(3)));
+        assert_eq!(e.message, "unknown key in [server]; did you mean `listen`?");
+
+        // Dotted keys at the top level and keys in a sub-table are found too.
+        let f = write(dir.path(), "d.toml", "log.levle = \"info\"\n");
+        assert_eq!(load(Some(&f), env(&[])).unwrap_err().line, Some(1));
+        let f = write(dir.path(), "t.toml", "[server]\n[server.tls]\ncert = 1\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!(e.key, "server.tls");
+        assert!(e.message.starts_with("unknown key in [server]; its keys are listen, "), "{e}");
+
+        // A secret's `_file` form is a known key; a key with a line break
+        // is printed escaped, so the error stays one line.
+        let secret = write(dir.path(), "pw", "x\n");
+        let f =
+            write(dir.path(), "s.toml", &format!("[esight]\npassword_file = {secret:?}\n\"a\\nb\" = 1\n"));
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!(e.key, "esight.\"a\\nb\"");
+        assert!(!e.to_string().contains('\n'), "{e}");
+
+        let e = load(None, env(&[("ENERGYLOAD_SERVER_LISTN", "1")])).unwrap_err();
+        assert_eq!(e.origin, ConfigSource::Env("ENERGYLOAD_SERVER_LISTN".into()));
+        assert_eq!(e.message, "unknown key in [server]; did you mean `ENERGYLOAD_SERVER_LISTEN`?");
+        let e = load(None, env(&[("ENERGYLOAD_SERVR_LISTEN", "1")])).unwrap_err();
+        assert_eq!(e.message, "unknown section [servr]; did you mean `ENERGYLOAD_SERVER_LISTEN`?");
+        // Near a section but not one of its keys: someone else's variable.
+        assert!(load(None, env(&[("ENERGYLOAD_SERVR_HOST", "x"), ("ENERGYLOAD_LGO", "x")])).is_ok());
+    }
+
+    #[test]
     fn secrets_come_from_files_and_stay_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let secret = write(dir.path(), "pw", "s3cret-value\n");
@@ -338,6 +504,15 @@ mod tests {
     fn tls_certificate_and_key_come_together() {
         let e = load(None, env(&[("ENERGYLOAD_SERVER_TLS_CERT", "/etc/tls/cert.pem")])).unwrap_err();
         assert_eq!(e.key, "server.tls_key");
+        // Not "(from built-in default)": the clash comes from where tls_cert was set.
+        assert_eq!(e.origin, ConfigSource::Env("ENERGYLOAD_SERVER_TLS_CERT".into()));
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "c.toml", "[server]\ntls_key = \"/etc/tls/key.pem\"\n");
+        let e = load(Some(&f), env(&[])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin), ("server.tls_cert", ConfigSource::File(f)));
+        assert!(mentions("must be set when server.tls_cert is", "server.tls_cert"));
+        assert!(!mentions("see server.tls_cert_x", "server.tls_cert"));
+        assert!(!mentions("see xserver.tls_cert", "server.tls_cert"));
         let e = load(None, env(&[("ENERGYLOAD_SERVER_TLS_KEY", "/etc/tls/key.pem")])).unwrap_err();
         assert_eq!(e.key, "server.tls_cert");
         let both = env(&[

@@ -6,6 +6,7 @@
 //! of the program never sees raw strings; [`Config::validate`] rejects impossible
 //! combinations with an error that names the key.
 
+mod known_keys;
 mod load;
 mod secure_cookies;
 mod values;

@@ -7,7 +7,6 @@
 
 mod traffic;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,10 +25,11 @@ use crate::users::{self, UserChanges};
 pub use traffic::sample_message;
 
 /// What the demo is asked to do.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DemoOptions {
-    /// Where the appliance listens (port 0: any free port).
-    pub listen: SocketAddr,
+    /// The appliance's listener, bound by the caller (who also checked
+    /// that no process holds the data directory).
+    pub listener: tokio::net::TcpListener,
     /// The data directory.
     pub data_dir: PathBuf,
     /// Start over: delete the data directory first.
@@ -77,10 +77,15 @@ fn ensure_user(conn: &Connection, config: &Config, name: &str, role: Role) -> Re
 fn prepare_identities(config: &Config) -> Result<Credentials, String> {
     let storage = Storage::open(&config.storage).map_err(|e| e.to_string())?;
     storage.migrate().map_err(|e| e.to_string())?;
-    let conn = storage.open_connection().map_err(|e| e.to_string())?;
+    let mut conn = storage.open_connection().map_err(|e| e.to_string())?;
     let key = NewApiKey::generate().map_err(|e| e.to_string())?;
     let record = crate::api::new_api_key_record(&key, "demo".into(), Some("demo".into()), None);
-    identity::insert_api_key(&conn, &record).map_err(|e| e.to_string())?;
+    // A new key each run (a key is shown once); the last run's goes, as
+    // two active keys may not share a name.
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    identity::revoke_api_keys_named(&tx, "demo", crate::clock::now_millis()).map_err(|e| e.to_string())?;
+    identity::insert_api_key(&tx, &record).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
     Ok(Credentials {
         admin_password: ensure_user(&conn, config, "admin", Role::Admin)?,
         feed_password: ensure_user(&conn, config, "demo-feed", Role::Backoffice)?,
@@ -91,19 +96,13 @@ fn prepare_identities(config: &Config) -> Result<Credentials, String> {
 
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    if crate::storage::DataDirLock::is_held(&opts.data_dir) {
-        return Err(format!("{} is in use by another energyload process", opts.data_dir.display()));
-    }
     if opts.fresh && opts.data_dir.exists() {
         std::fs::remove_dir_all(&opts.data_dir)
             .map_err(|e| format!("cannot remove {}: {e}", opts.data_dir.display()))?;
     }
-    // Reserve the appliance's port first: the simulator must know where to
-    // post its error reports, and the appliance where eSight is.
-    let probe = std::net::TcpListener::bind(opts.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
-    let listen = probe.local_addr().map_err(|e| e.to_string())?;
-    drop(probe);
+    // The appliance's port is bound already: the simulator must know where
+    // to post its error reports, and the appliance where eSight is.
+    let listen = opts.listener.local_addr().map_err(|e| e.to_string())?;
     let base_url = format!("http://{listen}");
 
     let mut config = Config::default();
@@ -150,8 +149,9 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
     config.esight.post_username = Some(Secret::new(s.post_username.clone()));
     config.esight.post_password = Some(s.post_password.clone());
 
-    let app = App::build(config).await.map_err(|e| e.to_string())?;
-    print_banner(&base_url, &sim.base_url(), &creds, &opts);
+    let DemoOptions { listener, data_dir, interval, .. } = opts;
+    let app = App::build_on(config, listener).await.map_err(|e| e.to_string())?;
+    print_banner(&base_url, &sim.base_url(), &creds, &data_dir);
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(traffic::TrafficStats::default());
@@ -160,7 +160,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
         api_key: creds.api_key.clone(),
         username: "demo-feed".into(),
         password: creds.feed_password.clone(),
-        interval: opts.interval,
+        interval,
     };
     let (stop_traffic, traffic_stats) = (stop.clone(), stats.clone());
     let traffic = std::thread::Builder::new()
@@ -176,15 +176,15 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
         "demo stopped: {} messages accepted, {} rejected as invalid; data kept in {}",
         stats.accepted.load(Ordering::Relaxed),
         stats.rejected.load(Ordering::Relaxed),
-        opts.data_dir.display()
+        data_dir.display()
     );
     result
 }
 
-fn print_banner(base_url: &str, sim_url: &str, c: &Credentials, opts: &DemoOptions) {
+fn print_banner(base_url: &str, sim_url: &str, c: &Credentials, data_dir: &std::path::Path) {
     let sample = sample_message(0, &crate::clock::format_millis(crate::clock::now_millis()));
     println!();
-    println!("energyload demo is running (data in {}; Ctrl-C stops it)", opts.data_dir.display());
+    println!("energyload demo is running (data in {}; Ctrl-C stops it)", data_dir.display());
     println!();
     println!("  admin page:  {base_url}/admin/");
     println!("  username:    admin");
@@ -202,4 +202,29 @@ fn print_banner(base_url: &str, sim_url: &str, c: &Credentials, opts: &DemoOptio
         pw = c.feed_password,
     );
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo keeps its data between runs and makes a new `demo` key each
+    /// time; the last run's is revoked, or the second start would be refused
+    /// (two active keys may not share a name).
+    #[test]
+    fn a_second_run_on_kept_data_replaces_the_demo_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        config.auth.argon2_memory_kib = 8;
+        config.auth.argon2_iterations = 1;
+        let first = prepare_identities(&config).unwrap();
+        let second = prepare_identities(&config).unwrap();
+        assert_ne!(first.api_key, second.api_key);
+        let conn = Storage::open(&config.storage).unwrap().open_connection().unwrap();
+        let keys = identity::all_api_keys(&conn).unwrap();
+        let active: Vec<_> = keys.iter().filter(|k| k.name == "demo" && k.revoked_at.is_none()).collect();
+        assert_eq!((keys.len(), active.len()), (2, 1), "{keys:?}");
+        assert!(second.api_key.starts_with(&active[0].prefix), "the new key is the active one");
+    }
 }

@@ -40,12 +40,21 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// Another process holds the data directory.
-    #[error("data directory {path} is in use by another energyload process{holder}")]
+    #[error("data directory {path} is in use by {holder}")]
     Locked {
         /// The directory.
         path: PathBuf,
-        /// `" (pid N)"` when known.
+        /// `process 1234 (energyload serve)`, or `another energyload
+        /// process` when the lock file does not say.
         holder: String,
+    },
+    /// An active API key already has this name (ignoring ASCII case).
+    #[error("an active API key named {name:?} exists (id {existing_id})")]
+    ApiKeyNameTaken {
+        /// The name as the existing key has it.
+        name: String,
+        /// The id of the key that has it.
+        existing_id: String,
     },
     /// A file operation failed.
     #[error("{context}: {source}")]

@@ -175,7 +175,7 @@ fn key_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 
 /// Inserts an API key.
 pub fn insert_api_key(conn: &Connection, k: &ApiKeyRecord) -> Result<(), StorageError> {
-    conn.execute(
+    let inserted = conn.execute(
         "INSERT INTO api_keys (id, name, prefix, key_hash, created_by, created_at, expires_at,
                                revoked_at, last_used_at, rate_per_sec, burst)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -192,8 +192,38 @@ pub fn insert_api_key(conn: &Connection, k: &ApiKeyRecord) -> Result<(), Storage
             k.rate_per_sec,
             k.burst
         ],
-    )?;
-    Ok(())
+    );
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_active_name_conflict(&e) => {
+            let (existing_id, name) = conn
+                .query_row(
+                    "SELECT id, name FROM api_keys WHERE name = ?1 COLLATE NOCASE AND revoked_at IS NULL",
+                    [&k.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or_else(|| (String::new(), k.name.clone()));
+            Err(StorageError::ApiKeyNameTaken { name, existing_id })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `e` is the unique index `api_keys_active_name` refusing a second
+/// active key with the same name (not the key hash's uniqueness).
+fn is_active_name_conflict(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(message))
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE && message.ends_with("api_keys.name"))
+}
+
+/// Revokes every active key named `name` (ignoring ASCII case); returns how
+/// many. For the demo, which makes a new `demo` key at every start.
+pub fn revoke_api_keys_named(conn: &Connection, name: &str, now: i64) -> Result<usize, StorageError> {
+    Ok(conn.execute(
+        "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 COLLATE NOCASE AND revoked_at IS NULL",
+        params![name, now],
+    )?)
 }
 
 /// All API keys, newest first.

@@ -1,6 +1,9 @@
 //! An exclusive lock on the data directory, so two `serve` processes never
 //! open the same database. CLI commands that edit data (users, keys) do not
 //! take it: SQLite's own locking serialises them with a running server.
+//!
+//! The lock file holds the holder's pid and command (`1234 energyload
+//! serve`), so a refused process can say who is in the way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -34,25 +37,24 @@ impl DataDirLock {
             .open(&path)
             .map_err(io("cannot open lock file"))?;
         if file.try_lock().is_err() {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            let holder = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
-            return Err(StorageError::Locked { path: data_dir.to_path_buf(), holder });
+            let mut content = String::new();
+            let _ = file.read_to_string(&mut content);
+            return Err(StorageError::Locked { path: data_dir.to_path_buf(), holder: holder(&content) });
         }
         file.set_len(0).map_err(io("cannot write lock file"))?;
         file.rewind().map_err(io("cannot write lock file"))?;
-        writeln!(file, "{}", std::process::id()).map_err(io("cannot write lock file"))?;
+        writeln!(file, "{} {}", std::process::id(), command_label()).map_err(io("cannot write lock file"))?;
         Ok(Self { _file: file, path })
     }
 
-    /// True when some process holds the lock on `data_dir` now.
-    pub fn is_held(data_dir: &Path) -> bool {
-        match Self::acquire(data_dir) {
-            Ok(_) => false,
-            Err(StorageError::Locked { .. }) => true,
-            Err(_) => false,
+    /// Fails with [`StorageError::Locked`] (naming the holder) when some
+    /// process holds the lock on `data_dir` now; a directory that does not
+    /// exist yet is free.
+    pub fn check_free(data_dir: &Path) -> Result<(), StorageError> {
+        if !data_dir.is_dir() {
+            return Ok(());
         }
+        Self::acquire(data_dir).map(drop)
     }
 
     /// Path of the lock file.
@@ -66,6 +68,41 @@ impl DataDirLock {
     }
 }
 
+/// The holder as written in its lock file: `process 1234 (energyload
+/// serve)`; older files hold the pid alone.
+fn holder(content: &str) -> String {
+    let line = content.lines().next().unwrap_or_default().trim();
+    let (pid, command) = line.split_once(' ').unwrap_or((line, ""));
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return "another energyload process".into();
+    }
+    let command: String = command.chars().filter(|c| !c.is_control()).take(80).collect();
+    match command.trim() {
+        "" => format!("process {pid}"),
+        command => format!("process {pid} ({command})"),
+    }
+}
+
+/// This process in words: the program's file name and its subcommand,
+/// e.g. `energyload serve` (options and their values left out).
+fn command_label() -> String {
+    let mut args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    let program = args.next().unwrap_or_default();
+    let program =
+        Path::new(&program).file_name().map_or("energyload".into(), |n| n.to_string_lossy().into_owned());
+    let mut after_option = false;
+    let subcommand = args.find(|a| {
+        let takes_value = a == "--config";
+        let is_word = !a.starts_with('-') && !after_option;
+        after_option = takes_value;
+        is_word
+    });
+    match subcommand {
+        Some(sub) => format!("{program} {sub}"),
+        None => program,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,9 +112,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = DataDirLock::acquire(dir.path()).unwrap();
         let err = DataDirLock::acquire(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("in use"), "{err}");
-        assert!(err.to_string().contains(&std::process::id().to_string()));
+        let pid = std::process::id();
+        assert!(
+            err.to_string().ends_with(&format!("is in use by process {pid} ({})", command_label())),
+            "{err}"
+        );
+        assert!(DataDirLock::check_free(dir.path()).is_err());
         drop(first);
+        assert!(DataDirLock::check_free(dir.path()).is_ok());
         assert!(DataDirLock::acquire(dir.path()).is_ok());
+        assert!(DataDirLock::check_free(&dir.path().join("not-yet")).is_ok());
+        assert!(!dir.path().join("not-yet").exists(), "checking creates nothing");
+    }
+
+    #[test]
+    fn the_holder_is_read_from_new_and_old_lock_files() {
+        assert_eq!(holder("1234 energyload serve\n"), "process 1234 (energyload serve)");
+        assert_eq!(holder("1234\n"), "process 1234");
+        assert_eq!(holder(""), "another energyload process");
+        assert_eq!(holder("x y"), "another energyload process");
+        assert_eq!(holder("7 a\u{1b}[2Jb\n"), "process 7 (a[2Jb)", "no terminal escapes");
     }
 }

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_messages.sql"),
     include_str!("migrations/0004_audit_keyed.sql"),
     include_str!("migrations/0005_user_locks.sql"),
+    include_str!("migrations/0006_api_key_names.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -87,6 +88,51 @@ mod tests {
             c.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0)).unwrap();
         assert_eq!(tables, 1, "only the meta table at version 1");
         assert_eq!(apply(&mut c).unwrap().current, LATEST_VERSION);
+    }
+
+    #[test]
+    fn duplicate_active_key_names_are_renamed_and_then_refused() {
+        let mut c = Connection::open_in_memory().unwrap();
+        apply_up_to(&mut c, 4).unwrap();
+        let key = |id: &str, name: &str, created: i64, revoked: Option<i64>| {
+            c.execute(
+                "INSERT INTO api_keys (id, name, prefix, key_hash, created_at, revoked_at)
+                 VALUES (?1, ?2, 'p', randomblob(16), ?3, ?4)",
+                rusqlite::params![id, name, created, revoked],
+            )
+            .unwrap();
+        };
+        key("a", "feed", 1, None);
+        key("b", " Feed ", 2, None);
+        key("c", "FEED", 2, None);
+        key("d", "feed", 0, Some(5));
+        key("e", "  ", 3, None);
+        key("f", "other", 3, None);
+        apply(&mut c).unwrap();
+        let names: Vec<(String, String)> = c
+            .prepare("SELECT id, name FROM api_keys ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected = [
+            ("a", "feed"),
+            ("b", "Feed (duplicate b)"),
+            ("c", "FEED (duplicate c)"),
+            ("d", "feed"),
+            ("e", "unnamed e"),
+            ("f", "other"),
+        ];
+        assert_eq!(names, expected.map(|(i, n)| (i.to_string(), n.to_string())));
+        let again = c.execute(
+            "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES ('g', 'Other', 'p', randomblob(16), 9)",
+            [],
+        );
+        let refused = again.unwrap_err().to_string();
+        assert!(refused.ends_with("UNIQUE constraint failed: api_keys.name"), "{refused}");
+        let this = MIGRATIONS.iter().find(|m| m.contains("api_keys_active_name")).unwrap();
+        c.execute_batch(this).expect("the migration runs again harmlessly");
     }
 
     #[test]

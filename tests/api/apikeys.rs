@@ -189,3 +189,46 @@ fn the_configured_default_rate_limit_applies_to_every_key() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(app.request("GET", "/user", &[("X-API-Key", &key)], None).status, 401, "refilled");
 }
+
+/// Two active keys may not share a name: the same name again, in another
+/// case or with other whitespace, is `409 Conflict` naming the existing
+/// key; a revoked key's name is free again; concurrent creations of one
+/// name leave exactly one key.
+#[test]
+fn an_active_keys_name_cannot_be_taken_twice() {
+    let app = spawn_app();
+    let (key, token, _) = app.admin_session();
+    let create = |name: &str| app.authed("POST", KEYS, &key, &token, Some(&json!({ "name": name })));
+    let r = create("  backoffice   feed ");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["name"], "backoffice feed", "trimmed, inner whitespace made one space");
+    let first = r.json()["id"].as_str().unwrap().to_string();
+
+    for again in ["backoffice feed", "BACKOFFICE FEED", "Backoffice\tfeed", "\u{a0}backoffice  feed\n"] {
+        let error = create(again).assert_error(409, "Conflict");
+        assert_eq!(error["id"], first.as_str(), "{again:?}");
+        assert_eq!(
+            error["message"],
+            "an active API key named \"backoffice feed\" exists; revoke it first or choose another name"
+        );
+    }
+    let r = create("backoffice feed 2");
+    assert_eq!(r.status, 201, "a different name: {}", r.text());
+    create("back\u{1b}[2Joffice").assert_error(400, "BadRequest");
+
+    // Revoked, its name can be given to a new key.
+    assert_eq!(app.authed("DELETE", &format!("{KEYS}/{first}"), &key, &token, None).status, 200);
+    let r = create("Backoffice Feed");
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // Racing creations of one name: one wins, the others are told why.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..6).map(|_| s.spawn(|| create("race").status)).collect();
+        racers.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 409), "{statuses:?}");
+    let items = app.authed("GET", KEYS, &key, &token, None).json()["items"].clone();
+    let named = |n: &str| items.as_array().unwrap().iter().filter(|k| k["name"].as_str() == Some(n)).count();
+    assert_eq!((named("race"), named("backoffice feed"), named("Backoffice Feed")), (1, 1, 1));
+}

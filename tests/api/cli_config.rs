@@ -42,6 +42,97 @@ fn serve_with_an_unknown_key_or_wrong_type_names_it() {
     assert!(line.contains("line 1"), "{line}");
 }
 
+/// A mistyped section or key is reported from the file it was written in,
+/// with its line and the name that was probably meant (before: a section
+/// typo said "(from built-in default)", and nothing suggested a name).
+#[test]
+fn a_mistyped_section_or_key_names_file_line_and_the_name_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    let at = |line: usize| format!("(from file {}, line {line})", file.display());
+
+    std::fs::write(&file, "# listener\n[servr]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let out = run_cli(&file, &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_line(&out),
+        format!("config error: servr: unknown section; did you mean `[server]`? {}", at(2))
+    );
+
+    std::fs::write(&file, "[server]\nmax_body_bytes = 100\nlistn = \"127.0.0.1:0\"\n").unwrap();
+    assert_eq!(
+        stderr_line(&run_cli(&file, &["serve"])),
+        format!("config error: server.listn: unknown key in [server]; did you mean `listen`? {}", at(3))
+    );
+
+    // Nothing near: the known names instead of a guess.
+    std::fs::write(&file, "[metrics]\nport = 9100\n").unwrap();
+    assert_eq!(
+        stderr_line(&run_cli(&file, &["config", "check"])),
+        format!(
+            "config error: metrics: unknown section; the sections are [server], [storage], [auth], \
+             [esight], [delivery], [inbox], [audit], [log], [retention] {}",
+            at(1)
+        )
+    );
+    std::fs::write(&file, "[log]\ncolour = true\n").unwrap();
+    assert_eq!(
+        stderr_line(&run_cli(&file, &["config", "check"])),
+        format!(
+            "config error: log.colour: unknown key in [log]; its keys are dir, keep_files, level, format, files {}",
+            at(2)
+        )
+    );
+}
+
+/// A key left at its default that clashes with one the file sets is blamed
+/// on the file (it said "(from built-in default)").
+#[test]
+fn a_clash_with_a_key_set_in_the_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tls.toml");
+    std::fs::write(&file, "[server]\ntls_cert = \"/etc/tls/cert.pem\"\n").unwrap();
+    assert_eq!(
+        stderr_line(&run_cli(&file, &["serve"])),
+        format!(
+            "config error: server.tls_key: must be set when server.tls_cert is (from file {})",
+            file.display()
+        )
+    );
+}
+
+/// The environment is checked the same way: a near miss in a section's keys
+/// or in the section itself is named with the variable meant; variables
+/// that are nobody's typo (Kubernetes' `ENERGYLOAD_SERVICE_HOST`) pass.
+#[test]
+fn a_mistyped_environment_variable_names_the_variable_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(&file, "").unwrap();
+    let check = |var: &str| {
+        Command::new(bin())
+            .args(["config", "check", "--config"])
+            .arg(&file)
+            .env(var, "127.0.0.1:0")
+            .env("ENERGYLOAD_SERVICE_HOST", "10.0.0.1")
+            .output()
+            .unwrap()
+    };
+    let out = check("ENERGYLOAD_SERVER_LISTN");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_line(&out),
+        "config error: server.listn: unknown key in [server]; did you mean `ENERGYLOAD_SERVER_LISTEN`? \
+         (from environment variable ENERGYLOAD_SERVER_LISTN)"
+    );
+    assert_eq!(
+        stderr_line(&check("ENERGYLOAD_SERVR_LISTEN")),
+        "config error: servr.listen: unknown section [servr]; did you mean `ENERGYLOAD_SERVER_LISTEN`? \
+         (from environment variable ENERGYLOAD_SERVR_LISTEN)"
+    );
+    assert!(check("ENERGYLOAD_SERVER_LISTEN").status.success());
+}
+
 #[test]
 fn a_bad_environment_override_names_the_variable() {
     let dir = tempfile::tempdir().unwrap();

@@ -284,3 +284,33 @@ fn the_bootstrap_admin_comes_from_a_password_file_never_from_a_default() {
     let t = token(&server, &key, "boss", "Boss-password-from-file");
     assert_eq!(call(&server, "GET", "/user", &key, &t, None).json()["roles"], json!(["admin"]));
 }
+
+/// `apikey create` refuses a name an active key has (ignoring case and
+/// extra whitespace), exit 1 with the existing key's id and how to go on;
+/// after `apikey revoke` the name is free.
+#[test]
+fn apikey_create_refuses_a_name_an_active_key_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let (_, first_id) = cli_key(&config, "feed");
+    for again in ["feed", " Feed ", "FEED"] {
+        let out = run_cli(&config, &["apikey", "create", again]);
+        assert_eq!(out.status.code(), Some(1), "{again:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            format!(
+                "error: an active API key named \"feed\" exists; revoke it first (energyload apikey revoke \
+                 {first_id}) or choose another name"
+            )
+        );
+        assert!(out.stdout.is_empty(), "no key printed: {out:?}");
+    }
+    let out = run_cli(&config, &["apikey", "create", "  "]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), "error: name must be 1 to 100 characters");
+    let list = cli_ok(&config, &["apikey", "list"]);
+    assert_eq!(list.lines().filter(|l| l.contains(" feed ")).count(), 1, "{list}");
+
+    cli_ok(&config, &["apikey", "revoke", &first_id]);
+    let (_, second_id) = cli_key(&config, " Feed ");
+    assert_ne!(second_id, first_id);
+}

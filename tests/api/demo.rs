@@ -76,3 +76,28 @@ fn demo_runs_with_one_command_and_messages_flow() {
     });
     assert!(summary.contains("messages accepted"), "{summary}");
 }
+
+/// A second demo on a running demo's data directory names the first one's
+/// process and the flag to change, and `--fresh` does not delete the
+/// directory in use.
+#[test]
+fn a_second_demo_names_the_process_that_holds_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo-data");
+    let first = DemoProcess::start(dir.path(), &data);
+    let out = std::process::Command::new(crate::common::process::bin())
+        .args(["demo", "--fresh", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "error: data directory {} is in use by process {} (energyload demo); stop it or use another --data-dir",
+            data.display(),
+            first.child.id()
+        )
+    );
+    assert!(data.join("energyload.db").is_file(), "the first demo's data is intact");
+}

@@ -39,6 +39,7 @@ mod retention;
 mod sd_notify;
 mod secrets;
 mod shutdown;
+mod startup;
 mod static_binary;
 mod storage;
 mod tls;

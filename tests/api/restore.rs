@@ -224,7 +224,8 @@ fn restore_is_refused_while_the_server_runs() {
     let users_before = cli_ok(&setup.config, &["user", "list"]);
     let files_before = snapshot(&setup.data());
 
-    assert_refused(&setup.config, &backup, "in use by another energyload process");
+    let holder = format!("is in use by process {} (energyload serve); stop it first", server.child.id());
+    assert_refused(&setup.config, &backup, &holder);
 
     assert_eq!(cli_ok(&setup.config, &["user", "list"]), users_before);
     assert!(users_before.contains("bob"));

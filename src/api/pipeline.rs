@@ -199,15 +199,18 @@ fn redact_query(uri: &hyper::Uri) -> String {
 /// unknown-name logins together, see
 /// [`crate::auth::directory::Directory::claim_on_demand_check`]), so a key
 /// just made by `energyload apikey create` works at its first use instead of
-/// after housekeeping's next reload. True when something new was loaded; a
-/// flood of made-up keys costs at most ten small reads a second.
+/// after housekeeping's next reload. True when the directory was re-read
+/// (then the key is checked again); a flood of made-up keys costs at most a
+/// hundred small reads a second.
 async fn fresh_directory(state: &Arc<AppState>) -> bool {
     if !state.directory.claim_on_demand_check() {
         return false;
     }
     let s = Arc::clone(state);
+    // Checked again even when this refresh found nothing new: housekeeping
+    // may have loaded the key between the refusal and this read.
     match state.storage.run(move |c| s.directory.refresh(c)).await {
-        Ok(changed) => changed,
+        Ok(_) => true,
         Err(e) => {
             tracing::warn!(error = %e, "cannot re-read the identity directory for an API key");
             false

@@ -5,6 +5,7 @@
 //! map the result to a response.
 
 mod apikeys;
+mod attention;
 mod audit_log;
 mod context;
 mod manage;
@@ -78,6 +79,7 @@ pub enum Endpoint {
     PauseDelivery,
     ResumeDelivery,
     DeliveryState,
+    Attention,
     BulkRetry,
     EffectiveConfig,
     Backup,
@@ -150,6 +152,7 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/api/v1/management/delivery/pause", E::PauseDelivery, Roles(ADMINS)),
     route(Post, "/api/v1/management/delivery/resume", E::ResumeDelivery, Roles(ADMINS)),
     route(Get, "/api/v1/management/delivery", E::DeliveryState, Roles(ADMINS)),
+    route(Get, "/api/v1/management/attention", E::Attention, Roles(PAGE)),
     route(Post, "/api/v1/management/messages/retry", E::BulkRetry, Roles(ADMINS)),
     route(Get, "/api/v1/management/config", E::EffectiveConfig, Roles(ADMINS)),
     route(Get, "/api/v1/management/backup", E::Backup, Roles(ADMINS)),
@@ -204,6 +207,7 @@ pub async fn dispatch(
         E::PauseDelivery => manage::set_paused(ctx, true).await,
         E::ResumeDelivery => manage::set_paused(ctx, false).await,
         E::DeliveryState => Ok(manage::delivery_state(&ctx)),
+        E::Attention => attention::attention(ctx).await,
         E::BulkRetry => manage::bulk_retry(ctx, req).await,
         E::EffectiveConfig => Ok(manage::config(&ctx)),
         E::Backup => manage::backup(ctx).await,

@@ -77,10 +77,16 @@ pub async fn post_messages(ctx: RequestContext, req: Request<Incoming>) -> Resul
     let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, limit).await?;
+    let invalid = &ctx.state.invalid_traffic;
+    let key = ctx.caller.api_key_id.as_deref();
     let report = accept(&ctx.state.ingest, body).await.map_err(|e| match e {
-        IngestFailure::Batch(b) => ApiError::new(StatusCode::BAD_REQUEST, b.code(), b.to_string()),
+        IngestFailure::Batch(b) => {
+            invalid.record(now_millis(), key, [b.code()]);
+            ApiError::new(StatusCode::BAD_REQUEST, b.code(), b.to_string())
+        }
         IngestFailure::Store(s) => ingest_error(s),
     })?;
+    invalid.record(now_millis(), key, report.rejected.iter().map(|r| r.code.as_str()));
     let inserted = report.accepted.iter().filter(|a| !a.duplicate).count();
     ctx.state.open_messages.fetch_add(inserted as i64, Ordering::AcqRel);
     let status =
@@ -90,8 +96,17 @@ pub async fn post_messages(ctx: RequestContext, req: Request<Incoming>) -> Resul
 
 /// The names [`filter`] reads: the message list's query parameters and the
 /// bulk retry's body fields.
-pub const FILTER_NAMES: [&str; 8] =
-    ["status", "message_id", "meter_id", "site_id", "local_market", "data_feed_type", "since", "until"];
+pub const FILTER_NAMES: [&str; 9] = [
+    "status",
+    "message_id",
+    "meter_id",
+    "site_id",
+    "local_market",
+    "data_feed_type",
+    "since",
+    "until",
+    "error_code",
+];
 
 /// Reads the message filters from a query.
 pub fn filter(q: &Query) -> Result<MessageFilter, ApiError> {
@@ -110,6 +125,7 @@ pub fn filter(q: &Query) -> Result<MessageFilter, ApiError> {
         data_feed_type: q.string("data_feed_type"),
         since: q.time("since")?,
         until: q.time("until")?,
+        error_code: q.string("error_code"),
     })
 }
 

@@ -2,6 +2,7 @@
 //! input is parsed into these types once at the edge, and everything behind
 //! the edge can rely on them.
 
+pub mod attention;
 pub mod error_report;
 pub mod message;
 pub mod user;

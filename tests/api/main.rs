@@ -7,6 +7,7 @@ mod common;
 mod api_fuzz_findings;
 mod apikey_rates;
 mod apikeys;
+mod attention;
 mod audit;
 mod cli_config;
 mod cli_identity;

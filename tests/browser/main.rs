@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_flow;
+mod attention;
 mod demo_pages;
 mod driver;
 mod env;

@@ -1,7 +1,8 @@
-// pages/dashboard.js — the dashboard: messages by status, deliveries-per-minute chart, oldest
-// pending age, eSight reachability, delivery state with its concurrency and eSight's latency,
-// latest failures; refreshes every 5 s while
-// the tab is visible; admins can pause/resume delivery.
+// pages/dashboard.js — the dashboard: the attention strip (what needs the operator, most
+// serious first, each with its fix; "All clear" otherwise), messages by status,
+// deliveries-per-minute chart, oldest pending age, eSight reachability, delivery state with its
+// concurrency and eSight's latency, failures grouped by cause; refreshes every 5 s while the
+// tab is visible; admins can pause/resume delivery.
 
 import { el, clear, fmtAge, fmtNumber, fmtTime } from '../dom.js';
 import { badge, pageHeader, card, dataTable, errorBox, notify, withBusy, timeEl } from '../ui.js';
@@ -81,6 +82,27 @@ function failuresTable(items) {
   });
 }
 
+const SEVERITY_LABEL = { critical: 'Critical', warning: 'Warning', info: 'Info' };
+
+// One line per item of GET /api/v1/management/attention (already ordered most serious first).
+function attentionStrip(attention) {
+  const items = (attention && attention.items) || [];
+  if (items.length === 0) {
+    return el('section', { class: 'attention-strip attention-strip--clear', id: 'attention-strip', 'data-testid': 'attention-strip', 'aria-label': 'Needs attention' },
+      el('p', { class: 'alert alert--ok', id: 'attention-all-clear' }, 'All clear — nothing needs your attention'));
+  }
+  return el('section', { class: 'attention-strip', id: 'attention-strip', 'data-testid': 'attention-strip', 'aria-label': 'Needs attention' },
+    el('h2', { class: 'sr-only' }, 'Needs attention'),
+    el('ul', { class: 'attention-list' }, items.map((item) => el('li', {
+      class: ['attention', `attention--${item.severity}`], 'data-code': item.code, 'data-severity': item.severity,
+    },
+    el('span', { class: `badge badge--${item.severity === 'critical' ? 'bad' : item.severity === 'warning' ? 'warn' : 'info'}` }, SEVERITY_LABEL[item.severity] || item.severity),
+    ' ',
+    el('strong', { class: 'attention__title' }, item.title),
+    el('span', { class: 'attention__detail' }, ` ${item.detail}`),
+    el('span', { class: 'attention__fix' }, el('b', null, ' Fix: '), item.fix)))));
+}
+
 function deliveryButton(ctx, stats, refresh) {
   if (!ctx.isAdmin) return null;
   const d = stats.delivery || {};
@@ -108,7 +130,7 @@ export async function render(ctx) {
   let timer = null;
   let inFlight = false;
 
-  const draw = (stats) => {
+  const draw = (stats, attention) => {
     // Keep keyboard focus across redraws (elements carry data-focus-key).
     const focused = document.activeElement && document.activeElement.dataset
       ? document.activeElement.dataset.focusKey : null;
@@ -117,6 +139,7 @@ export async function render(ctx) {
     if (btn) actions.append(btn);
     clear(body);
     body.append(
+      attentionStrip(attention),
       statusCards(stats.by_status),
       healthCards(stats),
       card('Deliveries per minute (last hour)', { id: 'chart-card' }, deliveriesChart(stats.deliveries_per_minute)),
@@ -130,14 +153,20 @@ export async function render(ctx) {
     }
   };
 
+  // The statistics and the attention list, fetched together so they refresh as one.
+  const load = () => Promise.all([
+    ctx.api('GET', '/api/v1/service/send/stats'),
+    ctx.api('GET', '/api/v1/management/attention'),
+  ]);
+
   async function refresh() {
     if (inFlight || !ctx.alive()) return;
     inFlight = true;
     try {
-      const stats = await ctx.api('GET', '/api/v1/service/send/stats');
+      const [stats, attention] = await load();
       if (!ctx.alive()) return;
       clear(errorSlot);
-      draw(stats);
+      draw(stats, attention);
     } catch (e) {
       if (e.name === 'AbortError' || e.status === 401 || !ctx.alive()) return;
       clear(errorSlot);
@@ -158,11 +187,11 @@ export async function render(ctx) {
   };
 
   // First load: errors bubble up to the router (error page with "Try again").
-  const stats = await ctx.api('GET', '/api/v1/service/send/stats');
+  const [stats, attention] = await load();
   if (!ctx.alive()) return;
   clear(ctx.view);
   ctx.view.append(pageHeader('Dashboard', actions), updated, errorSlot, body);
-  draw(stats);
+  draw(stats, attention);
   document.addEventListener('visibilitychange', onVisibility);
   schedule();
   ctx.onCleanup(() => {

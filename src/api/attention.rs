@@ -12,9 +12,7 @@ use serde_json::json;
 
 use super::RequestContext;
 use crate::clock::now_millis;
-use crate::domain::attention::{
-    ESIGHT_KEYS, EsightFacts, Facts, FailureFacts, InvalidFacts, PausedFacts, assess,
-};
+use crate::domain::attention::{ESIGHT_KEYS, EsightFacts, Facts, InvalidFacts, PausedFacts, assess};
 use crate::http::ApiError;
 use crate::http::response::{self, Response};
 use crate::storage::messages::{self, MessageStatus};
@@ -85,18 +83,7 @@ pub async fn attention(ctx: RequestContext) -> Result<Response, ApiError> {
         waiting,
         oldest_pending_at: oldest,
         paused: pause.map(|p| PausedFacts { by: p.by, since: p.since }),
-        failures: groups
-            .into_iter()
-            .map(|g| FailureFacts {
-                code: g.error_code.unwrap_or_else(|| "UntrackedError".into()),
-                count: g.count,
-                newest_id: g.newest_id,
-                newest_at: g.newest_at,
-                newest_error: g.newest_error,
-                meters: g.meters,
-                meter_id: g.newest_meter_id,
-            })
-            .collect(),
+        failures: groups.into_iter().map(super::send::failure_facts).collect(),
         invalid: invalid
             .into_iter()
             .map(|t| InvalidFacts {

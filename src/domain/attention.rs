@@ -353,7 +353,7 @@ fn database_near_cap(f: &Facts) -> Option<Item> {
 
 /// The readable reason of a failure group: the newest message's own error
 /// when the whole group shares its meter, else the code's reason.
-fn failure_reason(g: &FailureFacts) -> String {
+pub fn failure_reason(g: &FailureFacts) -> String {
     match (g.code.as_str(), g.meters) {
         ("NoMeterId", 1) => format!("meter {} is not in eSight's catalog", g.meter_id),
         ("NoMeterId", n) => format!("{n} meters are not in eSight's catalog (newest: {})", g.meter_id),

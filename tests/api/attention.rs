@@ -131,6 +131,19 @@ fn failing_messages_are_grouped_by_cause_with_count_reason_and_newest() {
     assert_eq!(item["retry"], "after_fix");
     assert!(item["newest"].is_string() && item["newest_id"].is_string(), "{item}");
 
+    // The same grouping for the dashboard and the Messages page, and the group's messages.
+    let groups = s.get_json("/api/v1/service/send/failures")["items"].clone();
+    assert_eq!(groups[0]["error_code"], "NoMeterId", "{groups}");
+    assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[0]["reason"], "meter LU_VPC_Elec_99 is not in eSight's catalog");
+    assert_eq!(s.get_json("/api/v1/service/send/stats")["failure_groups"], groups);
+    assert_eq!(s.get_json("/api/v1/service/send/failures?status=rejected")["items"], json!([]));
+    s.call("GET", "/api/v1/service/send/failures?status=pending", None).assert_error(400, "BadRequest");
+    let listed = s.list("status=failed&error_code=NoMeterId")["items"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|m| m["retry"] == "after_fix" && m["retry_note"].is_string()), "{listed:?}");
+    assert!(s.list("error_code=BadRequest")["items"].as_array().unwrap().is_empty(), "the filter filters");
+
     // A delivered message of a known meter adds no group.
     let ok = s.accept(&message(&unique_id("known")));
     s.wait_status(&ok, "delivered", WAIT);

@@ -70,3 +70,86 @@ fn without_esight_the_strip_names_the_keys_to_set() {
         b.page_shot("dashboard-esight-not-configured").await;
     });
 }
+
+/// Posts a message for an unknown meter as the data producer; returns its id.
+fn post_unknown_meter(env: &Env, message_id: &str) -> String {
+    let mut m = crate::env::sample_message(message_id);
+    m["header"]["gatewayUrn"] = json!("urn:esight:gateways:edm:lu:VPC:LU_VPC_Elec_99");
+    let r = env.app.authed("POST", "/api/v1/service/send/messages", &env.key, &env.feeder_token, Some(&m));
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["accepted"][0]["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn failures_are_grouped_by_cause_and_retry_is_offered_only_where_it_can_help() {
+    browser_test(|b| async move {
+        let env = Env::start();
+        // One message eSight refuses (400: fails again whatever happens)…
+        env.sim.set_faults(Faults { sequence: vec![400], ..Faults::default() });
+        let refused = env.post_message("attention_refused");
+        env.wait_status(&refused, "failed");
+        // …and three for a meter eSight does not know (a retry helps once it is added).
+        let unknown: Vec<String> =
+            (0..3).map(|i| post_unknown_meter(&env, &format!("attention_unknown_{i}"))).collect();
+        for id in &unknown {
+            env.wait_status(id, "failed");
+        }
+
+        b.sign_in(&env.admin_url(), &env.admin.username, PASSWORD).await;
+        let group = "#failure-groups tr[data-error-code=NoMeterId]";
+        b.wait_visible(group).await;
+        let text = b.text_of(group).await;
+        assert!(text.contains("3 × meter LU_VPC_Elec_99 is not in eSight's catalog"), "{text}");
+        assert_eq!(
+            b.js("return document.querySelectorAll('#failure-groups tbody tr').length;").await,
+            json!(2)
+        );
+        let refused_group = b.js("return document.querySelector('#failure-groups tr[data-error-code=BadRequest]').dataset.retry;").await;
+        assert_eq!(refused_group, json!("fails_again"));
+        let line = wait_line(&b, "failing_messages").await;
+        assert!(line.contains("3 × meter LU_VPC_Elec_99"), "the strip names the biggest cause first: {line}");
+        b.page_shot("dashboard-failures-by-cause").await;
+
+        // The Messages page's view by cause links to the group's messages.
+        b.route("#/messages?status=failed&view=causes", "Messages").await;
+        let row = "#messages-by-cause tr[data-error-code=NoMeterId]";
+        b.wait_visible(row).await;
+        b.page_shot("messages-by-cause").await;
+        b.click(&format!("{row} a[data-action=show-group]")).await;
+        let mut want = unknown.clone();
+        want.sort();
+        let want = json!(want);
+        b.wait_js(
+            "the NoMeterId messages only",
+            "return [...document.querySelectorAll('#messages-table tbody tr')].map((r) => r.dataset.id).sort();",
+            |v| v == &want,
+        )
+        .await;
+        let retries = b
+            .js("return [...document.querySelectorAll('#messages-table [data-action=retry]')].map((r) => r.dataset.retry);")
+            .await;
+        assert_eq!(retries, json!(["after_fix", "after_fix", "after_fix"]), "Retry asks first");
+
+        // The refused one: no Retry, and why.
+        b.route(&format!("#/messages/{refused}"), "Message").await;
+        b.wait_visible("#message-detail[data-status=failed]").await;
+        b.wait_visible("#no-retry").await;
+        assert!(b.js("return !document.querySelector('#retry-message');").await == json!(true), "no Retry");
+        assert!(
+            b.text_of("#no-retry").await.contains("fails again")
+                || b.text_of("#no-retry").await.contains("same body")
+        );
+        // The list too: no Retry in its row.
+        b.route("#/messages?status=failed&error_code=BadRequest", "Messages").await;
+        let refused_row = format!("#messages-table tr[data-id=\"{refused}\"]");
+        b.wait_visible(&refused_row).await;
+        assert!(
+            b.js_with(
+                "return !document.querySelector(arguments[0] + ' [data-action=retry]');",
+                vec![json!(refused_row)]
+            )
+            .await
+                == json!(true)
+        );
+    });
+}

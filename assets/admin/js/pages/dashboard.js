@@ -1,12 +1,13 @@
 // pages/dashboard.js — the dashboard: the attention strip (what needs the operator, most
 // serious first, each with its fix; "All clear" otherwise), messages by status,
 // deliveries-per-minute chart, oldest pending age, eSight reachability, delivery state with its
-// concurrency and eSight's latency, failures grouped by cause; refreshes every 5 s while the
+// concurrency and eSight's latency, failures grouped by cause (count × reason, newest); refreshes every 5 s while the
 // tab is visible; admins can pause/resume delivery.
 
 import { el, clear, fmtAge, fmtNumber, fmtTime } from '../dom.js';
-import { badge, pageHeader, card, dataTable, errorBox, notify, withBusy, timeEl } from '../ui.js';
+import { badge, pageHeader, card, errorBox, notify, withBusy } from '../ui.js';
 import { deliveriesChart } from '../chart.js';
+import { failureGroupsTable } from './messages.js';
 
 export const title = 'Dashboard';
 
@@ -62,24 +63,6 @@ function healthCards(stats) {
       el('p', { class: 'big-badge', id: 'delivery-state', 'data-state': d.state || 'unknown' }, badge(d.state || 'unknown')),
       ...concurrencyLines(d),
       el('p', { class: 'muted small', id: 'delivery-workers' }, workers)));
-}
-
-function failuresTable(items) {
-  return dataTable({
-    testid: 'latest-failures',
-    caption: 'Latest failures',
-    empty: 'No failures.',
-    items,
-    columns: [
-      { label: 'Id', render: (m) => el('a', { href: `#/messages/${encodeURIComponent(m.id)}`, 'data-focus-key': `fail-${m.id}` }, m.id) },
-      { label: 'messageId', render: (m) => el('span', { class: 'mono' }, m.messageId) },
-      { label: 'Status', render: (m) => badge(m.status) },
-      { label: 'Error', render: (m) => m.error_code },
-      { label: 'Meter', render: (m) => m.meter_id },
-      { label: 'Attempts', render: (m) => fmtNumber(m.attempts), class: 'num' },
-      { label: 'Updated', render: (m) => timeEl(m.updated_at) },
-    ],
-  });
 }
 
 const SEVERITY_LABEL = { critical: 'Critical', warning: 'Warning', info: 'Info' };
@@ -143,8 +126,8 @@ export async function render(ctx) {
       statusCards(stats.by_status),
       healthCards(stats),
       card('Deliveries per minute (last hour)', { id: 'chart-card' }, deliveriesChart(stats.deliveries_per_minute)),
-      card('Latest failures', { id: 'latest-failures-card' }, failuresTable(stats.latest_failures || []),
-        el('p', null, el('a', { href: '#/messages?status=failed', 'data-focus-key': 'all-failed' }, 'All failed messages'))),
+      card('Failures by cause', { id: 'failure-groups-card' }, failureGroupsTable(stats.failure_groups || []),
+        el('p', null, el('a', { href: '#/messages?status=failed&view=causes', 'data-focus-key': 'all-failed' }, 'All failed messages by cause'))),
     );
     updated.textContent = `Updated ${fmtTime(new Date().toISOString())} · refreshes every 5 s`;
     if (focused) {

@@ -38,6 +38,7 @@ mod restore;
 mod retention;
 mod sd_notify;
 mod secrets;
+mod session_probe;
 mod shutdown;
 mod static_binary;
 mod storage;

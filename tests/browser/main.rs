@@ -15,3 +15,4 @@ mod driver;
 mod env;
 mod keyboard;
 mod security;
+mod session_probe;

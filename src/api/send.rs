@@ -297,6 +297,7 @@ pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
     let body = json!({
         "by_status": by_status,
         "delivered_last_hour": d.delivered,
+        "delivered_last_hour_later_rejected": d.delivered_later_rejected,
         "oldest_pending_age_seconds": d.oldest_pending_created.map(|t| (now - t).max(0) / 1000),
         "esight": {"reachable": reachable},
         "delivery": worker,

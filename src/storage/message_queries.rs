@@ -323,6 +323,9 @@ pub fn failure_groups(
 pub struct DeliveryStats {
     /// Deliveries since `since`.
     pub delivered: i64,
+    /// Of those, deliveries of messages eSight has since rejected (the
+    /// by-status counts show them as `rejected`, not `delivered`).
+    pub delivered_later_rejected: i64,
     /// Acceptance time of the oldest pending message (Unix ms).
     pub oldest_pending_created: Option<i64>,
     /// Per minute since `since`: (minute start ms, delivered, retry, failed).
@@ -348,6 +351,12 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
         [since],
         |r| r.get(0),
     )?;
+    let delivered_later_rejected = conn.query_row(
+        "SELECT count(*) FROM delivery_attempts a JOIN messages m ON m.id = a.message
+         WHERE a.at >= ?1 AND a.outcome = 'delivered' AND m.status = 'rejected'",
+        [since],
+        |r| r.get(0),
+    )?;
     let oldest_pending_created = oldest_pending_created(conn)?;
     let mut stmt = conn.prepare_cached(
         "SELECT at / 60000 * 60000 AS minute,
@@ -357,7 +366,7 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
     let per_minute = stmt
         .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
-    Ok(DeliveryStats { delivered, oldest_pending_created, per_minute })
+    Ok(DeliveryStats { delivered, delivered_later_rejected, oldest_pending_created, per_minute })
 }
 
 /// Rows deleted per retention statement: each is its own short write

@@ -153,3 +153,39 @@ fn failures_are_grouped_by_cause_and_retry_is_offered_only_where_it_can_help() {
         );
     });
 }
+
+#[test]
+fn tiles_say_why_their_numbers_differ_and_sizes_read_as_sizes() {
+    browser_test(|b| async move {
+        let env = Env::start();
+        let id = env.post_message("attention_tile");
+        env.wait_status(&id, "delivered");
+        env.post_error_report("attention-report-1", &format!("attention_tile_{id}"));
+        env.wait_status(&id, "rejected");
+
+        b.sign_in(&env.admin_url(), &env.admin.username, PASSWORD).await;
+        assert_eq!(b.text_of("#delivered-last-hour").await, "1");
+        assert_eq!(b.text_of("[data-status-count=delivered] .stat__value").await, "0");
+        assert_eq!(
+            b.text_of("#delivered-later-rejected").await,
+            "1 of them later rejected by eSight (counted as rejected above)"
+        );
+
+        b.route("#/system", "System").await;
+        b.wait_visible("#readiness [data-check=storage] [data-bytes]").await;
+        let sizes = b
+            .js("return [...document.querySelectorAll('#readiness [data-check=storage] [data-bytes]')].map((e) => [e.textContent, e.dataset.bytes, e.title]);")
+            .await;
+        let sizes = sizes.as_array().unwrap();
+        assert!(sizes.len() >= 3, "free, floor and database sizes: {sizes:?}");
+        for s in sizes {
+            let (text, raw) = (s[0].as_str().unwrap(), s[1].as_str().unwrap());
+            let unit = text.rsplit(' ').next().unwrap();
+            assert!(["B", "KiB", "MiB", "GiB", "TiB", "PiB"].contains(&unit), "{text} is a size");
+            assert!(text != raw, "{text}: not the raw byte count");
+            assert!(s[2].as_str().unwrap().ends_with(" bytes"), "the exact count in the tooltip: {s}");
+        }
+        let min_free = b.text_of("#config [data-section=storage] [data-bytes]").await;
+        assert_eq!(min_free, "1.0 MiB", "the test config's 1 MiB floor");
+    });
+}

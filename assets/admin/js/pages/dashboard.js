@@ -52,8 +52,12 @@ function healthCards(stats) {
   const d = stats.delivery || {};
   const workers = d.workers === undefined ? '—' : `${d.workers_alive ?? '—'} of ${d.workers} delivery threads alive`;
   return el('div', { class: 'card-grid' },
-    card('Delivered in the last hour', null,
-      el('p', { class: 'big-number', id: 'delivered-last-hour' }, fmtNumber(stats.delivered_last_hour || 0))),
+    card('Deliveries in the last hour', null,
+      el('p', { class: 'big-number', id: 'delivered-last-hour' }, fmtNumber(stats.delivered_last_hour || 0)),
+      // Why this need not match the "delivered" count above: that counts messages by their
+      // status now, and a message eSight rejected after delivery counts as "rejected".
+      el('p', { class: 'muted small', id: 'delivered-later-rejected' },
+        `${fmtNumber(stats.delivered_last_hour_later_rejected || 0)} of them later rejected by eSight (counted as rejected above)`)),
     card('Oldest pending message', null,
       el('p', { class: 'big-number', id: 'oldest-pending-age' },
         stats.oldest_pending_age_seconds === null || stats.oldest_pending_age_seconds === undefined

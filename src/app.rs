@@ -97,6 +97,9 @@ pub struct AppState {
     pub denials: crate::audit::denials::Denials,
     /// The at most one second old values `/readyz` and `/metrics` answer from.
     pub ops_snapshot: crate::api::OpsSnapshot,
+    /// Messages refused at ingest in the last hour, by code and API key
+    /// (memory only).
+    pub invalid_traffic: crate::invalid_traffic::InvalidTraffic,
 }
 
 /// A built, not yet running, appliance.
@@ -218,6 +221,7 @@ impl App {
             stopping: AtomicBool::new(false),
             denials: crate::audit::denials::Denials::default(),
             ops_snapshot: crate::api::OpsSnapshot::default(),
+            invalid_traffic: Default::default(),
             config,
         });
         crate::housekeeping::update_disk_floor(&state);

@@ -19,6 +19,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod inbox;
 pub mod ingest;
+pub mod invalid_traffic;
 pub mod logging;
 pub mod metrics;
 pub mod reload;

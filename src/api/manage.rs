@@ -24,7 +24,9 @@ use crate::storage::{delivery, messages};
 pub async fn set_paused(ctx: RequestContext, paused: bool) -> Result<Response, ApiError> {
     let kind = if paused { EventType::DeliveryPaused } else { EventType::DeliveryResumed };
     let event = ctx.event(kind);
-    ctx.audited(move |c| Ok((delivery::set_paused(c, paused)?, Some(event)))).await?;
+    let by = ctx.caller.user.as_ref().map(|p| p.username.clone());
+    ctx.audited(move |c| Ok((delivery::set_paused(c, paused, by.as_deref(), now_millis())?, Some(event))))
+        .await?;
     ctx.state.delivery.set_paused(paused);
     Ok(response::json(StatusCode::OK, &json!({"paused": paused})))
 }

@@ -5,6 +5,7 @@
 //! map the result to a response.
 
 mod apikeys;
+mod attention;
 mod audit_log;
 mod context;
 mod manage;
@@ -56,6 +57,7 @@ pub enum Endpoint {
     MessageDetail,
     RetryMessage,
     SendStats,
+    SendFailures,
     SendJsons,
     SendJson,
     PostErrorReport,
@@ -78,6 +80,7 @@ pub enum Endpoint {
     PauseDelivery,
     ResumeDelivery,
     DeliveryState,
+    Attention,
     BulkRetry,
     EffectiveConfig,
     Backup,
@@ -128,6 +131,7 @@ pub const ROUTES: &[Route] = &[
     route(Get, "/api/v1/service/send/messages/{id}", E::MessageDetail, Roles(SENDERS)),
     route(Post, "/api/v1/service/send/messages/{id}/retry", E::RetryMessage, Roles(SENDERS)),
     route(Get, "/api/v1/service/send/stats", E::SendStats, Roles(SENDERS)),
+    route(Get, "/api/v1/service/send/failures", E::SendFailures, Roles(SENDERS)),
     route(Post, "/api/v1/service/send/sendJsons", E::SendJsons, Roles(SENDERS)),
     changing(route(Get, "/api/v1/service/send/sendJson/{file_name}", E::SendJson, Roles(SENDERS))),
     route(Post, "/api/v1/service/receive/errorjson", E::PostErrorReport, Roles(REPORTERS)),
@@ -150,6 +154,7 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/api/v1/management/delivery/pause", E::PauseDelivery, Roles(ADMINS)),
     route(Post, "/api/v1/management/delivery/resume", E::ResumeDelivery, Roles(ADMINS)),
     route(Get, "/api/v1/management/delivery", E::DeliveryState, Roles(ADMINS)),
+    route(Get, "/api/v1/management/attention", E::Attention, Roles(PAGE)),
     route(Post, "/api/v1/management/messages/retry", E::BulkRetry, Roles(ADMINS)),
     route(Get, "/api/v1/management/config", E::EffectiveConfig, Roles(ADMINS)),
     route(Get, "/api/v1/management/backup", E::Backup, Roles(ADMINS)),
@@ -183,6 +188,7 @@ pub async fn dispatch(
         E::MessageDetail => send::detail(ctx).await,
         E::RetryMessage => send::retry(ctx).await,
         E::SendStats => send::stats(ctx).await,
+        E::SendFailures => send::failures(ctx, query).await,
         E::SendJsons | E::SendJson => send::import_inbox(ctx, req).await,
         E::PostErrorReport => receive::post_report(ctx, req).await,
         E::ListErrorReports => receive::list(ctx, query).await,
@@ -204,6 +210,7 @@ pub async fn dispatch(
         E::PauseDelivery => manage::set_paused(ctx, true).await,
         E::ResumeDelivery => manage::set_paused(ctx, false).await,
         E::DeliveryState => Ok(manage::delivery_state(&ctx)),
+        E::Attention => attention::attention(ctx).await,
         E::BulkRetry => manage::bulk_retry(ctx, req).await,
         E::EffectiveConfig => Ok(manage::config(&ctx)),
         E::Backup => manage::backup(ctx).await,

@@ -98,6 +98,16 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                         ctx.caller = caller;
                         crate::api::dispatch(route.endpoint, ctx, req).await
                     }
+                    // The sign-in page's own probe ("am I signed in?") with
+                    // nothing to present is not an access attempt: 401, no
+                    // audit event. Any credential sent, or any other route,
+                    // is audited as before.
+                    Err(denial)
+                        if route.endpoint == crate::api::Endpoint::AdminSession
+                            && guarded.presents_no_credential() =>
+                    {
+                        Err(denial.into_error())
+                    }
                     Err(denial) => Err(deny(&mut ctx, denial).await),
                 }
             }

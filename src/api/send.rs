@@ -12,23 +12,77 @@ use super::RequestContext;
 use super::params::{Query, page};
 use crate::audit::EventType;
 use crate::clock::{format_millis, now_millis};
+use crate::domain::attention::{FailureFacts, failure_reason};
+use crate::esight::failure_cause::describe;
 use crate::http::ApiError;
 use crate::http::request::{accepts_json, is_json, read_body};
 use crate::http::response::{self, Response};
 use crate::ingest::{IngestFailure, accept};
 use crate::storage::ingest::IngestError;
-use crate::storage::messages::{self, MessageFilter, MessageRow, MessageStatus, RetryResult};
+use crate::storage::messages::{self, FailureGroup, MessageFilter, MessageRow, MessageStatus, RetryResult};
 use crate::storage::reports;
+
+/// Why a retry of a rejected message would fail again.
+const REJECTED_RETRY_NOTE: &str = "eSight reported errors in this data and a retry sends the same data; retry only once eSight's cause is fixed";
+
+/// Whether retrying a message in `status` that failed with `code` can
+/// succeed (`None` for statuses that cannot be retried): the `retry` and
+/// `retry_note` fields.
+fn retry_advice(status: MessageStatus, code: Option<&str>) -> (Value, Value) {
+    match status {
+        MessageStatus::Failed => {
+            let advice = describe(code.unwrap_or("UntrackedError")).retry;
+            (json!(advice.as_str()), json!(advice.note()))
+        }
+        MessageStatus::Rejected => (json!("after_fix"), json!(REJECTED_RETRY_NOTE)),
+        _ => (Value::Null, Value::Null),
+    }
+}
+
+/// The facts of a failure group the attention rules and the views use.
+pub fn failure_facts(g: FailureGroup) -> FailureFacts {
+    FailureFacts {
+        code: g.error_code.unwrap_or_else(|| "UntrackedError".into()),
+        count: g.count,
+        newest_id: g.newest_id,
+        newest_at: g.newest_at,
+        newest_error: g.newest_error,
+        meters: g.meters,
+        meter_id: g.newest_meter_id,
+    }
+}
+
+/// The JSON view of a failure group of `status` messages.
+fn failure_group_view(status: MessageStatus, g: FailureGroup) -> Value {
+    let sites = g.sites;
+    let f = failure_facts(g);
+    let (reason, fix) = match status {
+        MessageStatus::Rejected => (
+            f.newest_error
+                .clone()
+                .map_or_else(|| "eSight reported errors".to_string(), |e| format!("eSight reported: {e}")),
+            "read the eSight error reports; have the producer correct the data, or retry once eSight's cause is fixed",
+        ),
+        _ => (failure_reason(&f), describe(&f.code).fix),
+    };
+    let (retry, retry_note) = retry_advice(status, Some(&f.code));
+    json!({
+        "status": status, "error_code": f.code, "reason": reason, "count": f.count,
+        "newest": format_millis(f.newest_at), "newest_id": f.newest_id.to_string(), "last_error": f.newest_error,
+        "meters": f.meters, "sites": sites, "retry": retry, "retry_note": retry_note, "fix": fix,
+    })
+}
 
 /// The JSON view of a listed message.
 pub fn item(m: &MessageRow) -> Value {
+    let (retry, retry_note) = retry_advice(m.status, m.error_code.as_deref());
     json!({
         "id": m.id.to_string(), "messageId": m.message_id, "status": m.status,
         "meter_id": m.meter_id, "site_id": m.site_id, "local_market": m.local_market,
         "data_feed_type": m.data_feed_type, "datapoints": m.datapoints, "attempts": m.attempts,
         "created_at": format_millis(m.created_at), "updated_at": format_millis(m.updated_at),
         "delivered_at": m.delivered_at.map(format_millis), "next_attempt_at": m.next_attempt_at.map(format_millis),
-        "error_code": m.error_code,
+        "error_code": m.error_code, "retry": retry, "retry_note": retry_note,
     })
 }
 
@@ -77,10 +131,16 @@ pub async fn post_messages(ctx: RequestContext, req: Request<Incoming>) -> Resul
     let limit = ctx.state.config.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, limit).await?;
+    let invalid = &ctx.state.invalid_traffic;
+    let key = ctx.caller.api_key_id.as_deref();
     let report = accept(&ctx.state.ingest, body).await.map_err(|e| match e {
-        IngestFailure::Batch(b) => ApiError::new(StatusCode::BAD_REQUEST, b.code(), b.to_string()),
+        IngestFailure::Batch(b) => {
+            invalid.record(now_millis(), key, [b.code()]);
+            ApiError::new(StatusCode::BAD_REQUEST, b.code(), b.to_string())
+        }
         IngestFailure::Store(s) => ingest_error(s),
     })?;
+    invalid.record(now_millis(), key, report.rejected.iter().map(|r| r.code.as_str()));
     let inserted = report.accepted.iter().filter(|a| !a.duplicate).count();
     ctx.state.open_messages.fetch_add(inserted as i64, Ordering::AcqRel);
     let status =
@@ -90,8 +150,17 @@ pub async fn post_messages(ctx: RequestContext, req: Request<Incoming>) -> Resul
 
 /// The names [`filter`] reads: the message list's query parameters and the
 /// bulk retry's body fields.
-pub const FILTER_NAMES: [&str; 8] =
-    ["status", "message_id", "meter_id", "site_id", "local_market", "data_feed_type", "since", "until"];
+pub const FILTER_NAMES: [&str; 9] = [
+    "status",
+    "message_id",
+    "meter_id",
+    "site_id",
+    "local_market",
+    "data_feed_type",
+    "since",
+    "until",
+    "error_code",
+];
 
 /// Reads the message filters from a query.
 pub fn filter(q: &Query) -> Result<MessageFilter, ApiError> {
@@ -110,6 +179,7 @@ pub fn filter(q: &Query) -> Result<MessageFilter, ApiError> {
         data_feed_type: q.string("data_feed_type"),
         since: q.time("since")?,
         until: q.time("until")?,
+        error_code: q.string("error_code"),
     })
 }
 
@@ -191,7 +261,7 @@ pub async fn retry(ctx: RequestContext) -> Result<Response, ApiError> {
 pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
     let now = now_millis();
     let hour_ago = now - 3_600_000;
-    let (counts, d, failures) = ctx
+    let (counts, d, failures, groups) = ctx
         .state
         .storage
         .run(move |c| {
@@ -200,6 +270,7 @@ pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
                 messages::counts_by_status(c)?,
                 messages::delivery_stats(c, hour_ago)?,
                 messages::list(c, &failed, None, 10)?,
+                messages::failure_groups(c, MessageStatus::Failed, 10)?,
             ))
         })
         .await?;
@@ -226,13 +297,35 @@ pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
     let body = json!({
         "by_status": by_status,
         "delivered_last_hour": d.delivered,
+        "delivered_last_hour_later_rejected": d.delivered_later_rejected,
         "oldest_pending_age_seconds": d.oldest_pending_created.map(|t| (now - t).max(0) / 1000),
         "esight": {"reachable": reachable},
         "delivery": worker,
         "deliveries_per_minute": per_minute,
         "latest_failures": failures.iter().map(item).collect::<Vec<_>>(),
+        "failure_groups": groups.into_iter().map(|g| failure_group_view(MessageStatus::Failed, g)).collect::<Vec<_>>(),
     });
     Ok(response::json(StatusCode::OK, &body))
+}
+
+/// Failure groups listed at most.
+const FAILURE_GROUPS_MAX: usize = 100;
+
+/// `GET /api/v1/service/send/failures`: failed (or, with `status=rejected`,
+/// rejected) messages grouped by cause, largest group first.
+pub async fn failures(ctx: RequestContext, query: Option<&str>) -> Result<Response, ApiError> {
+    let q = Query::parse(query);
+    let status = match q.present("status") {
+        None | Some("failed") => MessageStatus::Failed,
+        Some("rejected") => MessageStatus::Rejected,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("status must be failed or rejected, not {other:?}")));
+        }
+    };
+    let groups =
+        ctx.state.storage.run(move |c| messages::failure_groups(c, status, FAILURE_GROUPS_MAX)).await?;
+    let items: Vec<Value> = groups.into_iter().map(|g| failure_group_view(status, g)).collect();
+    Ok(response::json(StatusCode::OK, &json!({"items": items})))
 }
 
 /// `POST …/send/sendJsons` and `GET …/send/sendJson/{file_name}` (compat).

@@ -279,6 +279,20 @@ pub struct GuardedRequest<'a> {
     pub secure: bool,
 }
 
+impl GuardedRequest<'_> {
+    /// True when the request carries no credential of any kind: no API key
+    /// (header or query), no `Authorization` header, no session cookie under
+    /// either name. Such a request to the admin page's session probe is the
+    /// sign-in page asking whether it is signed in, not an access attempt.
+    pub fn presents_no_credential(&self) -> bool {
+        api_key(self.headers, self.query).is_none()
+            && !self.headers.contains_key(AUTHORIZATION)
+            && !self.headers.contains_key("x-api-key")
+            && session_token(self.headers, true).is_none()
+            && session_token(self.headers, false).is_none()
+    }
+}
+
 /// The token a request presents for a role check, and the channel it came
 /// by: the bearer token when there is one (cookies are then ignored), else
 /// the admin page's session cookie.

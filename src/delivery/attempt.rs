@@ -126,6 +126,7 @@ pub fn prepare(shared: &Shared, engine: &Engine, msg: ClaimedMessage) -> Prepare
                 CallError::Invalid(_) => ("UntrackedError", None, None),
             };
             engine.breaker.record_failure(hint);
+            shared.reachability.failed(now_millis(), format!("catalog: {e}"));
             let settlement = retry_or_exhaust(shared, &o, code, hint);
             return Prepared::Settled(record(
                 &o,
@@ -172,6 +173,15 @@ pub fn settle(
     result: Result<u16, CallError>,
 ) -> Settled {
     let answered = Sample::Answered { rtt };
+    let now = now_millis();
+    match &result {
+        Ok(_) | Err(CallError::Status { status: 429, .. }) => shared.reachability.answered(now),
+        Err(CallError::Status { status, .. }) if classify(*status) == Outcome::Retry => {
+            shared.reachability.failed(now, format!("eSight answered {status}"))
+        }
+        Err(CallError::Status { .. }) => shared.reachability.answered(now),
+        Err(e) => shared.reachability.failed(now, e.to_string()),
+    }
     match result {
         Ok(status) => Settled {
             outage_over: engine.breaker.record_success(),

@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::clock::now_millis;
 use crate::config::{Config, Synchronous};
+use crate::esight::reachability::{Reachability, ReachabilityFacts};
 use crate::metrics::Metrics;
 use crate::storage::delivery as store;
 use crate::storage::{Storage, StorageError};
@@ -68,6 +69,8 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Answers not yet taken by the dispatcher.
     completions: Mutex<Vec<poster::Completion>>,
+    /// Since when eSight fails, its last error and last success.
+    reachability: Reachability,
 }
 
 impl Shared {
@@ -232,6 +235,7 @@ impl DeliveryService {
             limiter: Limiter::new(d.max_in_flight, std::time::Instant::now()),
             in_flight: AtomicUsize::new(0),
             completions: Mutex::new(Vec::new()),
+            reachability: Reachability::default(),
         });
         let cannot_start =
             |source| StorageError::Io { context: "cannot start a delivery thread".into(), source };
@@ -333,6 +337,11 @@ impl DeliveryHandle {
     /// service has none).
     pub fn healthy(&self) -> bool {
         self.shared.alive.load(Ordering::Acquire) == self.shared.threads
+    }
+
+    /// Since when eSight fails, its last error and its last success.
+    pub fn reachability(&self) -> ReachabilityFacts {
+        self.shared.reachability.facts()
     }
 
     /// What delivery is doing.

@@ -173,9 +173,9 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
     let _ = tokio::task::spawn_blocking(move || traffic.join()).await;
     sim.shutdown().await;
     println!(
-        "demo stopped: {} messages accepted, {} rejected as invalid; data kept in {}",
+        "demo stopped: {} messages accepted, {} invalid (refused at ingest); data kept in {}",
         stats.accepted.load(Ordering::Relaxed),
-        stats.rejected.load(Ordering::Relaxed),
+        stats.invalid.load(Ordering::Relaxed),
         data_dir.display()
     );
     result

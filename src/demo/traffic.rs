@@ -29,8 +29,9 @@ pub struct TrafficPlan {
 pub struct TrafficStats {
     /// Answered 202.
     pub accepted: AtomicU64,
-    /// Answered 422 (invalid on purpose).
-    pub rejected: AtomicU64,
+    /// Answered 422: invalid on purpose, refused at ingest ("rejected" is
+    /// kept for eSight's reports).
+    pub invalid: AtomicU64,
     /// Transport or unexpected errors.
     pub errors: AtomicU64,
 }
@@ -90,7 +91,7 @@ pub fn run(plan: TrafficPlan, stop: Arc<AtomicBool>, stats: Arc<TrafficStats>) {
             .send(body.as_bytes());
         match resp.map(|r| r.status().as_u16()) {
             Ok(202) => stats.accepted.fetch_add(1, Ordering::Relaxed),
-            Ok(422) => stats.rejected.fetch_add(1, Ordering::Relaxed),
+            Ok(422) => stats.invalid.fetch_add(1, Ordering::Relaxed),
             Ok(401) => {
                 token = None;
                 stats.errors.fetch_add(1, Ordering::Relaxed)

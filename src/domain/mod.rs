@@ -3,6 +3,7 @@
 //! the edge can rely on them.
 
 pub mod api_key_name;
+pub mod attention;
 pub mod error_report;
 pub mod message;
 pub mod user;

@@ -210,12 +210,44 @@ pub fn is_paused(conn: &Connection) -> Result<bool, StorageError> {
     Ok(v.as_deref() == Some("1"))
 }
 
-/// Pauses or resumes delivery.
-pub fn set_paused(conn: &Connection, paused: bool) -> Result<(), StorageError> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('delivery_paused', ?1)
+/// Who paused delivery and when (Unix ms); `None` while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseInfo {
+    /// The username that paused it (`None` for a pause from before this was kept).
+    pub by: Option<String>,
+    /// When (`None` for a pause from before this was kept).
+    pub since: Option<i64>,
+}
+
+/// Pauses (recording who and when, unless it already was paused) or resumes delivery.
+pub fn set_paused(conn: &Connection, paused: bool, by: Option<&str>, now: i64) -> Result<(), StorageError> {
+    let was_paused = is_paused(conn)?;
+    let mut put = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [if paused { "1" } else { "0" }],
     )?;
+    put.execute(["delivery_paused", if paused { "1" } else { "0" }])?;
+    if paused {
+        if !was_paused {
+            put.execute(["delivery_paused_by", by.unwrap_or("")])?;
+            put.execute(["delivery_paused_at", &now.to_string()])?;
+        }
+    } else {
+        conn.execute("DELETE FROM meta WHERE key IN ('delivery_paused_by', 'delivery_paused_at')", [])?;
+    }
     Ok(())
+}
+
+/// Who paused delivery and since when, if it is paused.
+pub fn pause_info(conn: &Connection) -> Result<Option<PauseInfo>, StorageError> {
+    if !is_paused(conn)? {
+        return Ok(None);
+    }
+    let read = |key: &str| -> Result<Option<String>, StorageError> {
+        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    };
+    Ok(Some(PauseInfo {
+        by: read("delivery_paused_by")?.filter(|s| !s.is_empty()),
+        since: read("delivery_paused_at")?.and_then(|s| s.parse().ok()),
+    }))
 }

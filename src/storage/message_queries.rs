@@ -1,6 +1,7 @@
 //! Reads and admin updates on `messages`: filtered lists (SQL built from the
 //! filters present, so SQLite uses the matching index), detail with the
-//! attempt log, retry, counts and delivery statistics.
+//! attempt log, retry, counts, failures grouped by cause and delivery
+//! statistics.
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -120,6 +121,8 @@ pub struct MessageFilter {
     pub since: Option<i64>,
     /// Created before (Unix ms).
     pub until: Option<i64>,
+    /// Last failure code (`error_code`).
+    pub error_code: Option<String>,
 }
 
 impl MessageFilter {
@@ -139,6 +142,7 @@ impl MessageFilter {
         eq("site_id", &self.site_id);
         eq("local_market", &self.local_market);
         eq("data_feed_type", &self.data_feed_type);
+        eq("error_code", &self.error_code);
         // Ids are time-ordered: time bounds become id bounds on the primary key.
         if let Some(since) = self.since {
             conds.push("id >= ?".into());
@@ -258,15 +262,86 @@ pub fn counts_by_status(conn: &Connection) -> Result<Vec<(MessageStatus, i64)>, 
     MessageStatus::ALL.into_iter().map(|s| Ok((s, stmt.query_row([s.as_str()], |r| r.get(0))?))).collect()
 }
 
+/// The messages of one status that share a failure code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureGroup {
+    /// The code (`None`: none recorded).
+    pub error_code: Option<String>,
+    /// How many messages.
+    pub count: i64,
+    /// The most recently changed one: its id, when, why, and its meter and site.
+    pub newest_id: i64,
+    /// Unix ms.
+    pub newest_at: i64,
+    /// Its `error_message`.
+    pub newest_error: Option<String>,
+    /// Its meter.
+    pub newest_meter_id: String,
+    /// Its site.
+    pub newest_site_id: String,
+    /// Its local market.
+    pub newest_local_market: String,
+    /// Distinct meters in the group.
+    pub meters: i64,
+    /// Distinct sites in the group.
+    pub sites: i64,
+}
+
+/// The `status` messages (failed or rejected) grouped by `error_code`,
+/// largest group first (then newest), at most `limit` groups.
+pub fn failure_groups(
+    conn: &Connection,
+    status: MessageStatus,
+    limit: usize,
+) -> Result<Vec<FailureGroup>, StorageError> {
+    // With one max() aggregate, SQLite takes the bare columns from the row
+    // holding the maximum: the newest message's details.
+    let mut stmt = conn.prepare_cached(
+        "SELECT error_code, count(*), id, max(updated_at), error_message, meter_id, site_id, local_market,
+                count(DISTINCT meter_id), count(DISTINCT site_id)
+         FROM messages WHERE status = ?1 GROUP BY error_code ORDER BY count(*) DESC, max(updated_at) DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![status.as_str(), limit as i64], |r| {
+        Ok(FailureGroup {
+            error_code: r.get(0)?,
+            count: r.get(1)?,
+            newest_id: r.get(2)?,
+            newest_at: r.get(3)?,
+            newest_error: r.get(4)?,
+            newest_meter_id: r.get(5)?,
+            newest_site_id: r.get(6)?,
+            newest_local_market: r.get(7)?,
+            meters: r.get(8)?,
+            sites: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Delivery figures for the dashboard.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryStats {
     /// Deliveries since `since`.
     pub delivered: i64,
+    /// Of those, deliveries of messages eSight has since rejected (the
+    /// by-status counts show them as `rejected`, not `delivered`).
+    pub delivered_later_rejected: i64,
     /// Acceptance time of the oldest pending message (Unix ms).
     pub oldest_pending_created: Option<i64>,
     /// Per minute since `since`: (minute start ms, delivered, retry, failed).
     pub per_minute: Vec<(i64, i64, i64, i64)>,
+}
+
+/// Acceptance time of the oldest pending message (Unix ms).
+pub fn oldest_pending_created(conn: &Connection) -> Result<Option<i64>, StorageError> {
+    let oldest: Option<i64> =
+        conn.query_row("SELECT min(id) FROM messages WHERE status = 'pending'", [], |r| r.get(0))?;
+    Ok(match oldest {
+        Some(id) => {
+            conn.query_row("SELECT created_at FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?
+        }
+        None => None,
+    })
 }
 
 /// Delivery statistics since `since` (Unix ms).
@@ -276,14 +351,13 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
         [since],
         |r| r.get(0),
     )?;
-    let oldest: Option<i64> =
-        conn.query_row("SELECT min(id) FROM messages WHERE status = 'pending'", [], |r| r.get(0))?;
-    let oldest_pending_created = match oldest {
-        Some(id) => {
-            conn.query_row("SELECT created_at FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?
-        }
-        None => None,
-    };
+    let delivered_later_rejected = conn.query_row(
+        "SELECT count(*) FROM delivery_attempts a JOIN messages m ON m.id = a.message
+         WHERE a.at >= ?1 AND a.outcome = 'delivered' AND m.status = 'rejected'",
+        [since],
+        |r| r.get(0),
+    )?;
+    let oldest_pending_created = oldest_pending_created(conn)?;
     let mut stmt = conn.prepare_cached(
         "SELECT at / 60000 * 60000 AS minute,
                 sum(outcome = 'delivered'), sum(outcome = 'retry'), sum(outcome = 'failed')
@@ -292,7 +366,7 @@ pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, St
     let per_minute = stmt
         .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
-    Ok(DeliveryStats { delivered, oldest_pending_created, per_minute })
+    Ok(DeliveryStats { delivered, delivered_later_rejected, oldest_pending_created, per_minute })
 }
 
 /// Rows deleted per retention statement: each is its own short write

@@ -75,6 +75,8 @@ fn demo_runs_with_one_command_and_messages_flow() {
         l.starts_with("demo stopped:").then(|| l.to_string())
     });
     assert!(summary.contains("messages accepted"), "{summary}");
+    assert!(summary.contains("invalid (refused at ingest)"), "one word for ingest refusals: {summary}");
+    assert!(!summary.contains("rejected"), "\"rejected\" is eSight's word: {summary}");
 }
 
 /// A second demo on a running demo's data directory names the first one's

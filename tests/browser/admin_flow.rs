@@ -178,11 +178,12 @@ async fn deliver_fail_and_retry(b: &Browser, env: &Env) -> (String, String) {
     );
     b.page_shot("message-detail").await;
 
-    // Failed: eSight answers 400 once.
-    env.sim.set_faults(Faults { sequence: vec![400], ..Faults::default() });
+    // Failed: eSight answers 404 once (a wrong consumption_url: a retry
+    // can succeed once it is fixed, so Retry asks first).
+    env.sim.set_faults(Faults { sequence: vec![404], ..Faults::default() });
     let failed_id = env.post_message("browser_fail_1");
     let m = env.wait_status(&failed_id, "failed");
-    assert_eq!(m["error_code"], "BadRequest");
+    assert_eq!(m["error_code"], "NotFound");
 
     b.route("#/dashboard", "Dashboard").await;
     b.route("#/messages", "Messages").await;
@@ -194,7 +195,7 @@ async fn deliver_fail_and_retry(b: &Browser, env: &Env) -> (String, String) {
     b.click("#filter-form-apply").await;
     let row = format!("#messages-table tr[data-id=\"{failed_id}\"][data-status=failed]");
     b.wait_visible(&row).await;
-    assert!(b.text_of(&row).await.contains("BadRequest"));
+    assert!(b.text_of(&row).await.contains("NotFound"));
     assert_eq!(
         b.js(
             "return [...document.querySelectorAll('#messages-table tbody tr')].map((r) => r.dataset.status);"
@@ -211,21 +212,24 @@ async fn deliver_fail_and_retry(b: &Browser, env: &Env) -> (String, String) {
     b.click(&format!("#messages-table tr[data-id=\"{failed_id}\"] a")).await;
     b.wait_visible("#message-detail[data-status=failed]").await;
     let detail = b.text_of("#message-detail").await;
-    assert!(detail.contains("BadRequest"), "{detail}");
-    assert!(b.text_of("#attempt-log").await.contains("400"));
+    assert!(detail.contains("NotFound"), "{detail}");
+    assert!(b.text_of("#attempt-log").await.contains("404"));
     b.save_screenshot("message-detail-failed").await;
 
-    // Retry from the page; eSight accepts it now.
+    // Retry from the page, confirming past the warning; eSight accepts it now.
     b.click("#retry-message").await;
+    let warning = b.text_of("[data-testid=confirm-panel]").await;
+    assert!(warning.contains("fail again unless") && warning.contains("consumption_url"), "{warning}");
+    b.click("#confirm-yes").await;
     b.wait_gone("#message-detail[data-status=failed]").await;
     b.wait_gone("#retry-message").await;
     env.wait_status(&failed_id, "delivered");
     b.client.refresh().await.unwrap();
     b.wait_visible("#message-detail[data-status=delivered]").await;
     let log = b.text_of("#attempt-log").await;
-    assert!(log.contains("400") && log.contains("delivered"), "attempt log: {log}");
+    assert!(log.contains("404") && log.contains("delivered"), "attempt log: {log}");
     let sent = env.sim.statuses_for(&format!("browser_fail_1_{failed_id}"));
-    assert_eq!(sent.first(), Some(&400), "eSight saw the failed attempt first: {sent:?}");
+    assert_eq!(sent.first(), Some(&404), "eSight saw the failed attempt first: {sent:?}");
     assert!(sent.last().is_some_and(|s| (200..300).contains(s)), "then a delivery: {sent:?}");
     (ok_id, failed_id)
 }

@@ -269,6 +269,15 @@ impl Browser {
         el.send_keys(text).await.unwrap_or_else(|e| panic!("type into {selector}: {e}"));
     }
 
+    /// Opens the admin page at `admin_url`, signs in and waits for the dashboard.
+    pub async fn sign_in(&self, admin_url: &str, username: &str, password: &str) {
+        self.client.goto(admin_url).await.unwrap();
+        self.fill("#username", username).await;
+        self.fill("#password", password).await;
+        self.click("#sign-in-submit").await;
+        self.wait_heading("Dashboard").await;
+    }
+
     /// Goes to a hash route of the admin page (a different one than the
     /// current) and waits for the new page's heading.
     pub async fn route(&self, hash: &str, heading: &str) {

@@ -9,9 +9,11 @@
 mod common;
 
 mod admin_flow;
+mod attention;
 mod demo_pages;
 mod driver;
 mod env;
 mod keyboard;
 mod security;
+mod session_probe;
 mod unlock;

@@ -86,9 +86,10 @@ export function fmtAge(seconds) {
   return `${s} s`;
 }
 
+/** A byte count in words: 83914735616 → "78.2 GiB". */
 export function fmtBytes(n) {
   if (n === null || n === undefined) return '—';
-  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   let v = Number(n);
   let i = 0;
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }

@@ -118,6 +118,7 @@ enum Group {
     ReceivePost,
     ReceiveRead,
     Management,
+    Dashboard,
 }
 
 mod oracle {
@@ -144,6 +145,8 @@ mod oracle {
             (_, p) if p.starts_with("/api/v1/service/send/") => Group::Send,
             ("POST", "/api/v1/service/receive/errorjson") => Group::ReceivePost,
             ("GET", p) if p.starts_with("/api/v1/service/receive/") => Group::ReceiveRead,
+            // The attention strip is the dashboard's: whoever sees the dashboard.
+            ("GET", "/api/v1/management/attention") => Group::Dashboard,
             (_, p) if p.starts_with("/api/v1/management/") => Group::Management,
             _ => {
                 panic!("the oracle has no rule for {method} {path}: add one from the contract's access table")
@@ -155,7 +158,9 @@ mod oracle {
         use Role::*;
         match group {
             Group::Open | Group::KeyOnly | Group::AnyRole => true,
-            Group::AdminPage | Group::Send | Group::ReceiveRead => matches!(role, Admin | Backoffice),
+            Group::AdminPage | Group::Send | Group::ReceiveRead | Group::Dashboard => {
+                matches!(role, Admin | Backoffice)
+            }
             Group::ReceivePost => matches!(role, Admin | Esight),
             Group::Management => role == Admin,
         }

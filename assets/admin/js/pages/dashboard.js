@@ -1,11 +1,13 @@
-// pages/dashboard.js — the dashboard: messages by status, deliveries-per-minute chart, oldest
-// pending age, eSight reachability, delivery state with its concurrency and eSight's latency,
-// latest failures; refreshes every 5 s while
-// the tab is visible; admins can pause/resume delivery.
+// pages/dashboard.js — the dashboard: the attention strip (what needs the operator, most
+// serious first, each with its fix; "All clear" otherwise), messages by status,
+// deliveries-per-minute chart, oldest pending age, eSight reachability, delivery state with its
+// concurrency and eSight's latency, failures grouped by cause (count × reason, newest); refreshes every 5 s while the
+// tab is visible; admins can pause/resume delivery.
 
 import { el, clear, fmtAge, fmtNumber, fmtTime } from '../dom.js';
-import { badge, pageHeader, card, dataTable, errorBox, notify, withBusy, timeEl } from '../ui.js';
+import { badge, pageHeader, card, errorBox, notify, withBusy } from '../ui.js';
 import { deliveriesChart } from '../chart.js';
+import { failureGroupsTable } from './messages.js';
 
 export const title = 'Dashboard';
 
@@ -50,8 +52,12 @@ function healthCards(stats) {
   const d = stats.delivery || {};
   const workers = d.workers === undefined ? '—' : `${d.workers_alive ?? '—'} of ${d.workers} delivery threads alive`;
   return el('div', { class: 'card-grid' },
-    card('Delivered in the last hour', null,
-      el('p', { class: 'big-number', id: 'delivered-last-hour' }, fmtNumber(stats.delivered_last_hour || 0))),
+    card('Deliveries in the last hour', null,
+      el('p', { class: 'big-number', id: 'delivered-last-hour' }, fmtNumber(stats.delivered_last_hour || 0)),
+      // Why this need not match the "delivered" count above: that counts messages by their
+      // status now, and a message eSight rejected after delivery counts as "rejected".
+      el('p', { class: 'muted small', id: 'delivered-later-rejected' },
+        `${fmtNumber(stats.delivered_last_hour_later_rejected || 0)} of them later rejected by eSight (counted as rejected above)`)),
     card('Oldest pending message', null,
       el('p', { class: 'big-number', id: 'oldest-pending-age' },
         stats.oldest_pending_age_seconds === null || stats.oldest_pending_age_seconds === undefined
@@ -63,22 +69,25 @@ function healthCards(stats) {
       el('p', { class: 'muted small', id: 'delivery-workers' }, workers)));
 }
 
-function failuresTable(items) {
-  return dataTable({
-    testid: 'latest-failures',
-    caption: 'Latest failures',
-    empty: 'No failures.',
-    items,
-    columns: [
-      { label: 'Id', render: (m) => el('a', { href: `#/messages/${encodeURIComponent(m.id)}`, 'data-focus-key': `fail-${m.id}` }, m.id) },
-      { label: 'messageId', render: (m) => el('span', { class: 'mono' }, m.messageId) },
-      { label: 'Status', render: (m) => badge(m.status) },
-      { label: 'Error', render: (m) => m.error_code },
-      { label: 'Meter', render: (m) => m.meter_id },
-      { label: 'Attempts', render: (m) => fmtNumber(m.attempts), class: 'num' },
-      { label: 'Updated', render: (m) => timeEl(m.updated_at) },
-    ],
-  });
+const SEVERITY_LABEL = { critical: 'Critical', warning: 'Warning', info: 'Info' };
+
+// One line per item of GET /api/v1/management/attention (already ordered most serious first).
+function attentionStrip(attention) {
+  const items = (attention && attention.items) || [];
+  if (items.length === 0) {
+    return el('section', { class: 'attention-strip attention-strip--clear', id: 'attention-strip', 'data-testid': 'attention-strip', 'aria-label': 'Needs attention' },
+      el('p', { class: 'alert alert--ok', id: 'attention-all-clear' }, 'All clear — nothing needs your attention'));
+  }
+  return el('section', { class: 'attention-strip', id: 'attention-strip', 'data-testid': 'attention-strip', 'aria-label': 'Needs attention' },
+    el('h2', { class: 'sr-only' }, 'Needs attention'),
+    el('ul', { class: 'attention-list' }, items.map((item) => el('li', {
+      class: ['attention', `attention--${item.severity}`], 'data-code': item.code, 'data-severity': item.severity,
+    },
+    el('span', { class: `badge badge--${item.severity === 'critical' ? 'bad' : item.severity === 'warning' ? 'warn' : 'info'}` }, SEVERITY_LABEL[item.severity] || item.severity),
+    ' ',
+    el('strong', { class: 'attention__title' }, item.title),
+    el('span', { class: 'attention__detail' }, ` ${item.detail}`),
+    el('span', { class: 'attention__fix' }, el('b', null, ' Fix: '), item.fix)))));
 }
 
 function deliveryButton(ctx, stats, refresh) {
@@ -108,7 +117,7 @@ export async function render(ctx) {
   let timer = null;
   let inFlight = false;
 
-  const draw = (stats) => {
+  const draw = (stats, attention) => {
     // Keep keyboard focus across redraws (elements carry data-focus-key).
     const focused = document.activeElement && document.activeElement.dataset
       ? document.activeElement.dataset.focusKey : null;
@@ -117,11 +126,12 @@ export async function render(ctx) {
     if (btn) actions.append(btn);
     clear(body);
     body.append(
+      attentionStrip(attention),
       statusCards(stats.by_status),
       healthCards(stats),
       card('Deliveries per minute (last hour)', { id: 'chart-card' }, deliveriesChart(stats.deliveries_per_minute)),
-      card('Latest failures', { id: 'latest-failures-card' }, failuresTable(stats.latest_failures || []),
-        el('p', null, el('a', { href: '#/messages?status=failed', 'data-focus-key': 'all-failed' }, 'All failed messages'))),
+      card('Failures by cause', { id: 'failure-groups-card' }, failureGroupsTable(stats.failure_groups || []),
+        el('p', null, el('a', { href: '#/messages?status=failed&view=causes', 'data-focus-key': 'all-failed' }, 'All failed messages by cause'))),
     );
     updated.textContent = `Updated ${fmtTime(new Date().toISOString())} · refreshes every 5 s`;
     if (focused) {
@@ -130,14 +140,20 @@ export async function render(ctx) {
     }
   };
 
+  // The statistics and the attention list, fetched together so they refresh as one.
+  const load = () => Promise.all([
+    ctx.api('GET', '/api/v1/service/send/stats'),
+    ctx.api('GET', '/api/v1/management/attention'),
+  ]);
+
   async function refresh() {
     if (inFlight || !ctx.alive()) return;
     inFlight = true;
     try {
-      const stats = await ctx.api('GET', '/api/v1/service/send/stats');
+      const [stats, attention] = await load();
       if (!ctx.alive()) return;
       clear(errorSlot);
-      draw(stats);
+      draw(stats, attention);
     } catch (e) {
       if (e.name === 'AbortError' || e.status === 401 || !ctx.alive()) return;
       clear(errorSlot);
@@ -158,11 +174,11 @@ export async function render(ctx) {
   };
 
   // First load: errors bubble up to the router (error page with "Try again").
-  const stats = await ctx.api('GET', '/api/v1/service/send/stats');
+  const [stats, attention] = await load();
   if (!ctx.alive()) return;
   clear(ctx.view);
   ctx.view.append(pageHeader('Dashboard', actions), updated, errorSlot, body);
-  draw(stats);
+  draw(stats, attention);
   document.addEventListener('visibilitychange', onVisibility);
   schedule();
   ctx.onCleanup(() => {

@@ -1,9 +1,10 @@
 // pages/message-detail.js — one message: fields, the JSON as received, the attempt log and the
-// correlated eSight error reports; Retry for failed/rejected messages (admin only).
+// correlated eSight error reports; Retry for failed/rejected messages where a retry can help
+// (admin only; otherwise why not).
 
 import { el, fmtNumber } from '../dom.js';
 import { badge, pageHeader, card, dataTable, defList, timeEl } from '../ui.js';
-import { retryable, retryButton } from './messages.js';
+import { retryable, retryButton, noRetryNote } from './messages.js';
 import { errorItemsTable } from './errors.js';
 
 export const title = 'Message';
@@ -26,8 +27,10 @@ export async function render(ctx) {
   document.title = `Message ${m.id} · energyload`;
 
   const actions = [];
-  if (ctx.isAdmin && retryable(m.status)) {
-    actions.push(retryButton(ctx, m.id, ctx.reload, { id: 'retry-message', class: 'btn btn--primary' }));
+  if (ctx.isAdmin && retryable(m)) {
+    actions.push(retryButton(ctx, m, ctx.reload, { id: 'retry-message', class: 'btn btn--primary' }));
+  } else if (ctx.isAdmin) {
+    actions.push(noRetryNote(m, { id: 'no-retry' }));
   }
 
   const attempts = dataTable({

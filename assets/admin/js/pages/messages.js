@@ -1,5 +1,8 @@
 // pages/messages.js — the message list: filters bound to the hash query, cursor paging,
-// per-row Retry for failed/rejected and "Retry all matching" with confirmation (admin only).
+// per-row Retry for failed/rejected where a retry can help (with a confirmation saying why it
+// fails again unless fixed), "Retry all matching" with confirmation (admin only), and for
+// failed/rejected a "by cause" view: the messages grouped by error code, each group linking to
+// its messages.
 
 import { el, fmtNumber } from '../dom.js';
 import {
@@ -22,23 +25,69 @@ const FIELDS = [
   { name: 'data_feed_type', label: 'Feed type' },
   { name: 'since', label: 'Since', type: 'datetime' },
   { name: 'until', label: 'Until', type: 'datetime' },
+  { name: 'error_code', label: 'Error code' },
 ];
 const FILTER_NAMES = FIELDS.map((f) => f.name);
 
-export const retryable = (status) => status === 'failed' || status === 'rejected';
+/** Whether to offer Retry: failed/rejected, unless a retry fails again whatever happens. */
+export const retryable = (m) => (m.status === 'failed' || m.status === 'rejected') && m.retry !== 'fails_again';
 
-/** A Retry button for one message; `after` runs once the message is queued again. */
-export function retryButton(ctx, id, after, attrs = {}) {
+/**
+ * A Retry button for one message (`m` as listed: id, status, retry, retry_note); `after` runs
+ * once the message is queued again. When a retry fails again unless something is fixed first,
+ * the button asks for confirmation and says why.
+ */
+export function retryButton(ctx, m, after, attrs = {}) {
+  const { id } = m;
   const btn = el('button', {
     type: 'button', class: 'btn btn--secondary btn--small', 'data-action': 'retry', 'data-id': id,
-    'aria-label': `Retry message ${id}`, ...attrs,
-  }, 'Retry');
-  btn.addEventListener('click', () => withBusy(btn, async () => {
-    await ctx.api('POST', `/api/v1/service/send/messages/${encodeURIComponent(id)}/retry`);
-    notify(`Message ${id} queued for retry.`);
-    if (after) await after();
-  }));
+    'data-retry': m.retry || '', 'aria-label': `Retry message ${id}`, ...attrs,
+  }, m.retry === 'after_fix' ? 'Retry…' : 'Retry');
+  btn.addEventListener('click', async () => {
+    if (m.retry === 'after_fix') {
+      const ok = await confirmInline(btn, btn, {
+        message: `This retry will fail again unless fixed first: ${m.retry_note}. Retry anyway?`,
+        confirmLabel: 'Retry anyway',
+      });
+      if (!ok) return;
+    }
+    await withBusy(btn, async () => {
+      await ctx.api('POST', `/api/v1/service/send/messages/${encodeURIComponent(id)}/retry`);
+      notify(`Message ${id} queued for retry.`);
+      if (after) await after();
+    });
+  });
   return btn;
+}
+
+/** Why there is no Retry for a message whose retry fails again whatever happens. */
+export function noRetryNote(m, attrs = {}) {
+  if (m.retry !== 'fails_again') return null;
+  return el('span', { class: 'muted small no-retry', 'data-testid': 'no-retry', title: m.retry_note, ...attrs },
+    `No retry: ${m.retry_note}`);
+}
+
+/**
+ * Failure groups (GET /api/v1/service/send/failures or the stats' failure_groups) as a table:
+ * "39 × reason", the code, the newest, and a link to the group's messages.
+ */
+export function failureGroupsTable(groups, { testid = 'failure-groups', empty = 'No failures.' } = {}) {
+  return dataTable({
+    testid, caption: 'Failures by cause', items: groups, empty,
+    rowAttrs: (g) => ({ 'data-error-code': g.error_code, 'data-retry': g.retry, 'data-count': g.count }),
+    columns: [
+      { label: 'Cause', render: (g) => [el('span', { class: 'group-title' }, `${fmtNumber(g.count)} × ${g.reason}`),
+        el('span', { class: 'sub mono' }, g.error_code)] },
+      { label: 'Newest', render: (g) => [timeEl(g.newest), ' ', el('a', { href: `#/messages/${encodeURIComponent(g.newest_id)}` }, g.newest_id)] },
+      { label: 'Retry', render: (g) => (g.retry === 'can_succeed' ? 'can succeed'
+        : el('span', { class: 'sub' }, g.retry === 'after_fix' ? `only after a fix: ${g.retry_note}` : `fails again: ${g.retry_note}`)) },
+      { label: 'What to do', render: (g) => el('span', { class: 'wrap' }, g.fix) },
+      { label: 'Messages', render: (g) => el('a', {
+        href: `#/messages?status=${encodeURIComponent(g.status)}&error_code=${encodeURIComponent(g.error_code)}`,
+        'data-action': 'show-group',
+      }, 'Show messages') },
+    ],
+  });
 }
 
 function describeFilters(filters) {
@@ -52,6 +101,11 @@ export async function render(ctx) {
   const data = await ctx.api('GET', '/api/v1/service/send/messages', {
     query: { ...filters, limit: q.get('limit') || 50, cursor: q.get('cursor') },
   });
+  const status = filters.status;
+  const byCause = q.get('view') === 'causes' && (status === 'failed' || status === 'rejected');
+  const groups = byCause
+    ? await ctx.api('GET', '/api/v1/service/send/failures', { query: { status } })
+    : null;
   if (!ctx.alive()) return;
 
   const columns = [
@@ -68,7 +122,7 @@ export async function render(ctx) {
     columns.push({
       label: 'Actions',
       blank: true,
-      render: (m) => (retryable(m.status) ? retryButton(ctx, m.id, ctx.reload) : null),
+      render: (m) => (retryable(m) ? retryButton(ctx, m, ctx.reload) : noRetryNote(m)),
     });
   }
 
@@ -93,9 +147,23 @@ export async function render(ctx) {
 
   const form = filterForm({ route: 'messages', fields: FIELDS, query: q, extra });
   const items = data.items || [];
+  // The "by cause" view of failed or rejected messages, and the switch between the two views.
+  const views = [];
+  for (const s of ['failed', 'rejected']) {
+    const causes = new URLSearchParams({ status: s, view: 'causes' });
+    views.push(el('a', {
+      href: `#/messages?${causes}`, class: ['btn', 'btn--ghost', byCause && status === s ? 'is-current' : null],
+      id: `view-causes-${s}`, 'data-action': 'group-by-cause', 'aria-current': byCause && status === s ? 'page' : null,
+    }, `${s[0].toUpperCase()}${s.slice(1)} by cause`));
+  }
+  const causesCard = byCause
+    ? card(`${status === 'failed' ? 'Failed' : 'Rejected'} messages by cause`, { id: 'causes-card' },
+      failureGroupsTable(groups.items || [], { testid: 'messages-by-cause', empty: `No ${status} messages.` }))
+    : null;
   ctx.view.replaceChildren(
-    pageHeader('Messages'),
+    pageHeader('Messages', ...views),
     card(null, { class: 'card filters-card' }, form),
+    ...[causesCard].filter(Boolean),
     card(null, null,
       el('p', { class: 'muted small', id: 'messages-count' },
         `${items.length} message${items.length === 1 ? '' : 's'} on this page${q.get('cursor') ? ' (not the first page)' : ''}.`),

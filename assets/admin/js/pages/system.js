@@ -1,7 +1,8 @@
 // pages/system.js — System (admin): version, readiness checks (also when 503), the effective
-// configuration with secrets redacted by the server, and the backup download link.
+// configuration with secrets redacted by the server, and the backup download link. Byte counts
+// read as sizes ("78.2 GiB").
 
-import { el, compactJson } from '../dom.js';
+import { el, compactJson, fmtBytes } from '../dom.js';
 import { badge, pageHeader, card, defList, errorBox } from '../ui.js';
 
 export const title = 'System';
@@ -11,6 +12,14 @@ const show = (v) => {
   if (typeof v === 'object') return el('span', { class: 'mono wrap' }, Array.isArray(v) ? JSON.stringify(v) : compactJson(v));
   if (v === '<redacted>') return el('span', { class: 'redacted' }, '<redacted>');
   return el('span', { class: 'mono wrap' }, String(v));
+};
+
+// Byte counts (keys ending in `_bytes`) in words, the exact number in the tooltip.
+const showField = (k, v) => {
+  if (/_bytes$/.test(k) && typeof v === 'number') {
+    return el('span', { class: 'mono', title: `${v.toLocaleString('en')} bytes`, 'data-bytes': String(v) }, fmtBytes(v));
+  }
+  return show(v);
 };
 
 function checkStatus(c) {
@@ -26,7 +35,7 @@ function readiness(r) {
     el('p', { class: 'big-badge' }, 'Overall: ', badge((r && r.status) || 'unknown')),
     el('div', { class: 'check-grid' }, checks.map(([name, c]) => {
       const details = c && typeof c === 'object'
-        ? Object.entries(c).filter(([k]) => k !== 'status' && k !== 'ok').map(([k, v]) => [k, show(v)]) : [];
+        ? Object.entries(c).filter(([k]) => k !== 'status' && k !== 'ok').map(([k, v]) => [k, showField(k, v)]) : [];
       return el('div', { class: 'check-item', 'data-check': name, 'data-status': checkStatus(c) },
         el('h3', null, name, ' ', badge(checkStatus(c))),
         details.length ? defList(details, { class: 'deflist deflist--compact' }) : null);
@@ -38,10 +47,10 @@ function configView(cfg) {
   const scalars = Object.entries(cfg).filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v));
   const sections = Object.entries(cfg).filter(([, v]) => v !== null && typeof v === 'object' && !Array.isArray(v));
   return el('div', { id: 'config', class: 'config' },
-    scalars.length ? defList(scalars.map(([k, v]) => [k, show(v)])) : null,
+    scalars.length ? defList(scalars.map(([k, v]) => [k, showField(k, v)])) : null,
     sections.map(([name, sec]) => el('section', { class: 'config-section', 'data-section': name },
       el('h3', null, `[${name}]`),
-      defList(Object.entries(sec).map(([k, v]) => [k, show(v)]), { class: 'deflist deflist--compact' }))));
+      defList(Object.entries(sec).map(([k, v]) => [k, showField(k, v)]), { class: 'deflist deflist--compact' }))));
 }
 
 export async function render(ctx) {

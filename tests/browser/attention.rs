@@ -1,5 +1,6 @@
 //! The dashboard's attention strip in the states it can show (all clear,
-//! delivery paused, eSight unreachable, eSight not configured), failures
+//! delivery paused, eSight unreachable, eSight not configured, failing
+//! messages, invalid producer traffic, the database near its cap), failures
 //! grouped by cause with Retry only where it can help, and sizes in words.
 
 use energyload::simulator::{Faults, Outage, OutageMode};
@@ -68,6 +69,49 @@ fn without_esight_the_strip_names_the_keys_to_set() {
         assert!(line.contains("token_url") && line.contains("ENERGYLOAD_ESIGHT_TOKEN_URL"), "{line}");
         assert_eq!(strip(&b).await, json!([["esight_not_configured", "warning"]]));
         b.page_shot("dashboard-esight-not-configured").await;
+    });
+}
+
+/// Invalid producer traffic, on an appliance without eSight: counted by
+/// code and API key, with its fix, below the eSight line.
+#[test]
+fn invalid_producer_traffic_shows_by_code_and_key_with_its_fix() {
+    browser_test(|b| async move {
+        let app = spawn_app_with(|_| {});
+        let admin = app.seed_user("admin", "admin");
+        let producer = app.seed_user("feeder", "backoffice");
+        let key = app.seed_api_key("meter-feed");
+        let token = app.login(&key, &producer.username, &producer.password);
+        let mut no_id = crate::env::sample_message("unused");
+        no_id["header"].as_object_mut().unwrap().remove("messageId");
+        let body = json!([no_id.clone(), no_id]);
+        let r = app.authed("POST", "/api/v1/service/send/messages", &key, &token, Some(&body));
+        assert_eq!(r.status, 422, "both refused as invalid: {}", r.text());
+
+        b.sign_in(&format!("{}/admin/", app.base()), &admin.username, &admin.password).await;
+        let line = wait_line(&b, "invalid_traffic").await;
+        assert!(line.contains("NoMessageId") && line.contains("meter-feed"), "{line}");
+        assert!(line.contains('2') && line.contains("Fix:"), "{line}");
+        assert!(!line.contains("rejected"), "\"rejected\" is eSight's word: {line}");
+        let lines = strip(&b).await;
+        assert_eq!(lines[0][0], "esight_not_configured", "the warning above the info line: {lines}");
+        assert!(lines.as_array().unwrap().contains(&json!(["invalid_traffic", "info"])), "{lines}");
+        b.page_shot("dashboard-invalid-traffic").await;
+    });
+}
+
+/// A database at its cap: a critical line, first, with sizes in words and
+/// its fix.
+#[test]
+fn a_database_at_its_cap_is_the_first_line() {
+    browser_test(|b| async move {
+        let app = spawn_app_with(|c| c.storage.max_db_bytes = 64 * 1024);
+        let admin = app.seed_user("admin", "admin");
+        b.sign_in(&format!("{}/admin/", app.base()), &admin.username, &admin.password).await;
+        let line = wait_line(&b, "database_near_cap").await;
+        assert!(line.contains("KiB") && line.contains("Fix:"), "{line}");
+        assert_eq!(strip(&b).await[0], json!(["database_near_cap", "critical"]), "most serious first");
+        b.page_shot("dashboard-database-at-cap").await;
     });
 }
 

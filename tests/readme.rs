@@ -23,6 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/elf.rs"]
+mod elf;
+
+use elf::has_interpreter;
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const SECTION: &str = "## First steps with `serve`";
 /// Long enough for `cargo install`'s first build on a fresh 2-core machine.
@@ -97,18 +102,6 @@ fn copy_repository(from: &Path, to: &Path) {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// True when the ELF file has a `PT_INTERP` program header (a dynamic loader).
-fn has_interpreter(elf: &[u8]) -> bool {
-    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (entsize, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).any(|i| {
-        let at = phoff + i * entsize;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
-    })
 }
 
 /// Terminal 1, in its own process group so that stopping it stops `serve`.

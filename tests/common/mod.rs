@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod elf;
 pub mod esight;
 pub mod http;
 pub mod identity;

@@ -2,6 +2,7 @@
 //! producers, stores them durably in SQLite and delivers them to eSight.
 //! See `ARCHITECTURE.md` for the map of modules and threads.
 
+pub mod access_log;
 pub mod admin_ui;
 pub mod api;
 pub mod app;

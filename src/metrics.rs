@@ -289,6 +289,11 @@ impl Metrics {
                 "Reads of message counts and database size for /metrics (at most about one a second).",
                 &self.stored_state_reads,
             ),
+            (
+                "energyload_access_log_dropped_total",
+                "Access-log lines dropped because the log writer could not keep up (process-wide).",
+                &crate::access_log::DROPPED,
+            ),
         ] {
             write_header(&mut out, name, help, "counter");
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));

@@ -43,7 +43,8 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     let request_id = request_id(req.headers());
     let client_ip = client_ip(peer.ip(), req.headers(), &state.config.server.trusted_proxies);
     let method = req.method().clone();
-    let path_for_log = redact_query(req.uri());
+    // Kept for the access log (a cheap clone: shared bytes).
+    let uri_for_log = crate::access_log::enabled().then(|| req.uri().clone());
     let span = tracing::info_span!("request", id = %request_id);
 
     let (route_label, result) = match state.router.find(req.method(), req.uri().path()) {
@@ -111,7 +112,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                     Err(denial) => Err(deny(&mut ctx, denial).await),
                 }
             }
-            .instrument(span.clone());
+            .instrument(span);
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(ApiError::unavailable("the request took too long and was abandoned", 1)),
@@ -134,17 +135,17 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     let status = response.status();
     let elapsed = started.elapsed();
     state.metrics.record_http(route_label, status.as_str(), elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            target: "energyload::access",
-            method = %method,
-            path = %path_for_log,
-            route = route_label,
-            status = status.as_u16(),
-            latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            client = %client_ip,
-        );
-    });
+    if let Some(uri) = &uri_for_log {
+        crate::access_log::record(&crate::access_log::Line {
+            request_id: &request_id,
+            method: method.as_str(),
+            uri,
+            route: route_label,
+            status: status.as_u16(),
+            elapsed,
+            client: client_ip,
+        });
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::warn!(request_id = %request_id, "answered 500");
     }
@@ -189,21 +190,6 @@ async fn deny(ctx: &mut RequestContext, denial: crate::auth::guard::Denial) -> A
     denial.into_error()
 }
 
-/// The path and query for the access log, with the `key` query parameter
-/// (an API key) replaced by `<redacted>`.
-fn redact_query(uri: &hyper::Uri) -> String {
-    let path = uri.path();
-    let Some(query) = uri.query() else { return path.to_string() };
-    let redacted: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("key") => format!("{k}=<redacted>"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", redacted.join("&"))
-}
-
 /// After a refused API key: re-reads the identity directory if the
 /// database changed (at most once per 100 ms for all such requests and
 /// unknown-name logins together, see
@@ -225,18 +211,5 @@ async fn fresh_directory(state: &Arc<AppState>) -> bool {
             tracing::warn!(error = %e, "cannot re-read the identity directory for an API key");
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_keys_in_query_strings_are_redacted() {
-        let uri: hyper::Uri = "/user?key=abc123&x=1".parse().unwrap();
-        assert_eq!(redact_query(&uri), "/user?key=<redacted>&x=1");
-        let uri: hyper::Uri = "/health".parse().unwrap();
-        assert_eq!(redact_query(&uri), "/health");
     }
 }

@@ -361,6 +361,7 @@ fn typed_env_value(section: &str, key: &str, raw: &str) -> Value {
     let text = || Value::String(raw.to_string());
     match default {
         Some(Value::Integer(_)) => raw.trim().parse().map(Value::Integer).unwrap_or_else(|_| text()),
+        Some(Value::Float(_)) => raw.trim().parse().map(Value::Float).unwrap_or_else(|_| text()),
         Some(Value::Boolean(_)) => match raw.trim() {
             "true" => Value::Boolean(true),
             "false" => Value::Boolean(false),
@@ -532,5 +533,28 @@ mod tests {
         assert_eq!(e.key, "delivery.backoff_max");
         let e = load(None, env(&[("ENERGYLOAD_LOG_FORMAT", "xml")])).unwrap_err();
         assert_eq!(e.key, "log.format");
+    }
+
+    #[test]
+    fn the_access_log_keys_load_and_out_of_range_samples_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "c.toml", "[log]\naccess = false\naccess_sample = 0.25\n");
+        let c = load(Some(&f), vec![]).unwrap().config;
+        assert!(!c.log.access);
+        assert_eq!(c.log.access_sample, 0.25);
+        let c = load(None, env(&[("ENERGYLOAD_LOG_ACCESS_SAMPLE", "0.0")])).unwrap().config;
+        assert_eq!(c.log.access_sample, 0.0);
+        assert!(c.log.access, "on by default");
+        for raw in ["2", "NaN", "half"] {
+            let e = load(None, env(&[("ENERGYLOAD_LOG_ACCESS_SAMPLE", raw)])).unwrap_err();
+            assert_eq!(e.key, "log.access_sample", "{raw}");
+        }
+        for (name, text) in [("high.toml", "1.5"), ("low.toml", "-0.1"), ("nan.toml", "nan")] {
+            let f = write(dir.path(), name, &format!("[log]\naccess_sample = {text}\n"));
+            let e = load(Some(&f), vec![]).unwrap_err();
+            assert_eq!(e.key, "log.access_sample", "{text}");
+        }
+        let f = write(dir.path(), "word.toml", "[log]\naccess = \"sometimes\"\n");
+        assert_eq!(load(Some(&f), vec![]).unwrap_err().key, "log.access");
     }
 }

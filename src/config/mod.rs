@@ -383,11 +383,25 @@ pub struct LogConfig {
     /// Whether `serve` also writes the daily files under `dir`; `false` logs
     /// to stdout only (containers, where the runtime collects stdout).
     pub files: bool,
+    /// Whether `serve` writes the access log (one line per request, target
+    /// `energyload::access`; a `level` that hides it turns it off too).
+    pub access: bool,
+    /// The share (0.0–1.0) of 2xx access lines kept; other statuses are
+    /// always logged.
+    pub access_sample: f64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { dir: None, keep_files: 14, level: "info".into(), format: LogFormat::Text, files: true }
+        Self {
+            dir: None,
+            keep_files: 14,
+            level: "info".into(),
+            format: LogFormat::Text,
+            files: true,
+            access: true,
+            access_sample: 1.0,
+        }
     }
 }
 
@@ -505,6 +519,11 @@ impl Config {
         )?;
         check(self.audit.retention_days >= 1, "audit.retention_days", "must be at least 1")?;
         check(self.log.keep_files >= 1, "log.keep_files", "must be at least 1")?;
+        check(
+            (0.0..=1.0).contains(&self.log.access_sample),
+            "log.access_sample",
+            "must be between 0.0 and 1.0",
+        )?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(("log.level", format!("is not a valid filter: {e}")));
         }

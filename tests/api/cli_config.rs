@@ -79,7 +79,7 @@ fn a_mistyped_section_or_key_names_file_line_and_the_name_meant() {
     assert_eq!(
         stderr_line(&run_cli(&file, &["config", "check"])),
         format!(
-            "config error: log.colour: unknown key in [log]; its keys are dir, keep_files, level, format, files {}",
+            "config error: log.colour: unknown key in [log]; its keys are dir, keep_files, level, format, files, access, access_sample {}",
             at(2)
         )
     );

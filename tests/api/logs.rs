@@ -4,7 +4,10 @@
 //! the client sent, carried as the request span's `id`) names its method,
 //! path (API key redacted), route pattern, status and latency; no password,
 //! API key or token used in the requests appears; and `log.files = false`
-//! logs to stdout alone.
+//! logs to stdout alone. The access log (its own writer, `access_log`) has
+//! the same shape in text, writes the last line before a graceful stop
+//! ends, is off with `log.access = false` and keeps only errors with
+//! `log.access_sample = 0.0`.
 
 use std::path::Path;
 use std::process::Command;
@@ -183,4 +186,106 @@ fn old_daily_files_beyond_keep_files_are_removed() {
     let mut expected = vec![old[4].clone(), old[5].clone(), today, "operator-notes.txt".to_string()];
     expected.sort();
     assert_eq!(names, expected);
+}
+
+/// The text-format access line of request `rid` from `lines`: exactly one,
+/// with an RFC 3339 timestamp; the rest after the timestamp.
+fn text_access(lines: &[String], rid: &str) -> String {
+    let marker = format!(" INFO request{{id={rid}}}: energyload::access: ");
+    let found: Vec<&String> = lines.iter().filter(|l| l.contains(&marker)).collect();
+    assert_eq!(found.len(), 1, "one access line for {rid} in {lines:?}");
+    let (ts, rest) = found[0].split_once(' ').unwrap();
+    assert!(OffsetDateTime::parse(ts, &Rfc3339).is_ok(), "timestamp {ts}");
+    rest.to_string()
+}
+
+/// Whether any line is an access line (text or JSON).
+fn has_access_line(lines: &[String]) -> bool {
+    lines.iter().any(|l| l.contains("energyload::access"))
+}
+
+#[test]
+fn text_access_lines_carry_the_fields_on_stdout_and_in_the_file_up_to_the_last_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = ChildServer::start_with(
+        Command::new(bin()).args(["serve", "--config"]).arg(&config).env("ENERGYLOAD_LOG_FORMAT", "text"),
+    );
+    let base = server.base();
+    let headers = [("X-Request-Id", "text-1")];
+    assert_eq!(request("GET", &format!("{base}/healthz?key=hidden-1&x=1"), &headers, None).status, 200);
+    // The parameter's name in another case is an API key too.
+    let headers = [("X-Request-Id", "text-2")];
+    assert_eq!(request("GET", &format!("{base}/healthz?KEY=hidden-2"), &headers, None).status, 200);
+    let headers = [("X-Request-Id", "text-3")];
+    assert_eq!(request("GET", &format!("{base}/no/such/page"), &headers, None).status, 404);
+    // Stopped right after the last answer: its line must be written at the stop.
+    let stdout = stop(server);
+    let files = file_lines(&dir.path().join("data/logs"));
+
+    for lines in [&stdout, &files] {
+        let line = text_access(lines, "text-1");
+        let (head, latency) = line.split_once(" latency_ms=").unwrap();
+        assert_eq!(
+            head,
+            " INFO request{id=text-1}: energyload::access: method=GET path=/healthz?key=<redacted>&x=1 \
+             route=\"/healthz\" status=200"
+        );
+        let (ms, client) = latency.split_once(' ').unwrap();
+        assert!(ms.parse::<f64>().is_ok_and(|ms| ms >= 0.0), "{line}");
+        assert_eq!(client, "client=127.0.0.1");
+        assert!(text_access(lines, "text-2").contains(" path=/healthz?KEY=<redacted> "));
+        let last = text_access(lines, "text-3");
+        assert!(last.contains(" route=\"(unmatched)\" status=404 "), "{last}");
+        let everything = lines.join("\n");
+        assert!(!everything.contains("hidden-1") && !everything.contains("hidden-2"), "a key in the logs");
+    }
+}
+
+#[test]
+fn with_access_off_no_request_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "access = false");
+    let server = ChildServer::start(&config);
+    let base = server.base();
+    assert_eq!(request("GET", &format!("{base}/healthz"), &[], None).status, 200);
+    // Errors are not logged either.
+    assert_eq!(request("GET", &format!("{base}/no/such/page"), &[], None).status, 404);
+    assert_eq!(request("GET", &format!("{base}/user"), &[], None).status, 401);
+    let stdout = stop(server);
+    let files = file_lines(&dir.path().join("data/logs"));
+    assert!(!records(&stdout, "stdout").is_empty(), "the other lines are still written");
+    assert!(!has_access_line(&stdout), "{stdout:?}");
+    assert!(!has_access_line(&files), "{files:?}");
+}
+
+#[test]
+fn a_zero_sample_drops_the_2xx_lines_and_keeps_the_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "access_sample = 0.0");
+    let server = ChildServer::start(&config);
+    let base = server.base();
+    for i in 0..20 {
+        let rid = format!("sample-ok-{i}");
+        assert_eq!(request("GET", &format!("{base}/healthz"), &[("X-Request-Id", &rid)], None).status, 200);
+    }
+    let headers = [("X-Request-Id", "sample-404")];
+    assert_eq!(request("GET", &format!("{base}/no/such/page"), &headers, None).status, 404);
+    let headers = [("X-Request-Id", "sample-401")];
+    assert_eq!(request("GET", &format!("{base}/user"), &headers, None).status, 401);
+    let metrics = request("GET", &format!("{base}/metrics"), &[], None).text();
+    assert!(
+        metrics.lines().any(|l| l == "energyload_access_log_dropped_total 0"),
+        "the dropped-lines counter is exported"
+    );
+    let stdout = stop(server);
+    let files = file_lines(&dir.path().join("data/logs"));
+    for (lines, source) in [(&stdout, "stdout"), (&files, "log file")] {
+        let records = records(lines, source);
+        assert_eq!(access(&records, "sample-404")["fields"]["status"], 404);
+        assert_eq!(access(&records, "sample-401")["fields"]["status"], 401);
+        let ok =
+            records.iter().filter(|r| r["target"] == "energyload::access" && r["fields"]["status"] == 200);
+        assert_eq!(ok.count(), 0, "no 2xx line (the /metrics answer included) in the {source}");
+    }
 }

@@ -128,8 +128,12 @@ impl Drop for ChildServer {
     }
 }
 
-/// Parses the address out of the JSON log line `listening`.
+/// Parses the address out of the log line `listening` (JSON or text).
 fn listening_addr(line: &str) -> Option<SocketAddr> {
+    // `log.format = "text"`: `… INFO energyload::…: listening addr=127.0.0.1:1234`.
+    if let Some((_, rest)) = line.split_once(": listening addr=") {
+        return rest.split_whitespace().next()?.parse().ok();
+    }
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     if v["fields"]["message"] != "listening" {
         return None;

@@ -205,7 +205,7 @@ async fn fresh_directory(state: &Arc<AppState>) -> bool {
     let s = Arc::clone(state);
     // Checked again even when this refresh found nothing new: housekeeping
     // may have loaded the key between the refusal and this read.
-    match state.storage.run(move |c| s.directory.refresh(c)).await {
+    match state.storage.run(move |c| s.directory.refresh_on_demand(c)).await {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!(error = %e, "cannot re-read the identity directory for an API key");

@@ -162,7 +162,7 @@ pub(super) async fn reserve_slot(
                 // The unlock may have come with a new password (`user
                 // passwd`): check against it, not the one cached until
                 // housekeeping's next reload.
-                state.directory.refresh(c)?;
+                state.directory.refresh_on_demand(c)?;
                 Ok(true)
             })
             .await;
@@ -241,7 +241,7 @@ async fn account(ctx: &RequestContext, name: &Username) -> Option<Arc<CachedUser
         return directory_user;
     }
     let state = Arc::clone(&ctx.state);
-    if let Err(e) = ctx.state.storage.run(move |c| state.directory.refresh(c)).await {
+    if let Err(e) = ctx.state.storage.run(move |c| state.directory.refresh_on_demand(c)).await {
         tracing::warn!(error = %e, "cannot re-read the identity directory for a login");
     }
     ctx.state.directory.user_by_name(name.as_str())

@@ -71,9 +71,8 @@ pub struct Directory {
 /// The least time between two on-demand generation reads
 /// ([`Directory::claim_on_demand_check`]): unknown-name logins and unknown
 /// API keys cannot make the database busy, whatever their rate (at most a
-/// hundred one-row reads a second), while a script that makes keys or users
-/// with the CLI and uses each at once (a CLI command takes some 30 ms) finds
-/// the gate open.
+/// hundred one-row reads a second); a check that found a change opens the
+/// gate again at once ([`Directory::refresh_on_demand`]).
 pub const ON_DEMAND_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Lets one caller through per interval; the others are told no (they do
@@ -97,6 +96,11 @@ impl IntervalGate {
         }
         *last = Some(now);
         true
+    }
+
+    /// Lets the next call through at once.
+    fn reopen(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -132,6 +136,20 @@ impl Directory {
     /// times a second.
     pub fn claim_on_demand_check(&self) -> bool {
         self.on_demand.pass(Instant::now())
+    }
+
+    /// [`Directory::refresh`] for a caller that passed
+    /// [`Directory::claim_on_demand_check`]. When it found a change, the
+    /// gate opens again at once: a script that makes keys or users with the
+    /// CLI and uses each at once (a CLI command can take under 10 ms) finds
+    /// every one, while checks that find nothing new (made-up keys, unknown
+    /// names) stay paced.
+    pub fn refresh_on_demand(&self, conn: &Connection) -> Result<bool, StorageError> {
+        let changed = self.refresh(conn)?;
+        if changed {
+            self.on_demand.reopen();
+        }
+        Ok(changed)
     }
 
     /// Reloads unconditionally (after this process changed something).
@@ -260,5 +278,8 @@ mod tests {
         assert!(gate.pass(t0 + Duration::from_millis(100)));
         assert!(!gate.pass(t0 + Duration::from_millis(150)), "counted from the last check that passed");
         assert!(gate.pass(t0 + Duration::from_millis(200)));
+        gate.reopen();
+        assert!(gate.pass(t0 + Duration::from_millis(201)), "reopened: through at once");
+        assert!(!gate.pass(t0 + Duration::from_millis(202)), "then paced again");
     }
 }

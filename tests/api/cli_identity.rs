@@ -204,7 +204,8 @@ fn a_key_made_by_the_cli_works_at_its_first_use() {
     let server = ChildServer::start(&config);
     let admin = token(&server, &first, "root", &password);
     // Back to back, as a script would; no refused request in between (a
-    // refused one spends the shared on-demand re-read for 10 ms).
+    // refused one that finds nothing new closes the on-demand re-read for
+    // 10 ms).
     let fresh: Vec<(String, String)> = (0..5)
         .map(|n| {
             let (key, id) = cli_key(&config, &format!("fresh-{n}"));

@@ -254,6 +254,10 @@ fn json_escaped(out: &mut String, s: &str) {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS` of a log line's time (UTC).
+const UP_TO_THE_SECOND: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds), as `tracing-subscriber`
 /// writes it; the text up to the second is reused within the second.
 fn timestamp(out: &mut String, now: SystemTime) {
@@ -262,31 +266,17 @@ fn timestamp(out: &mut String, now: SystemTime) {
     SECOND.with(|second| {
         let mut second = second.borrow_mut();
         if second.0 != secs {
-            let days = i64::try_from(secs / 86_400).unwrap_or(0);
-            let (y, m, d) = civil_from_days(days);
-            let t = secs % 86_400;
+            let at = i64::try_from(secs)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
             second.1.clear();
-            let _ = write!(second.1, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
+            second.1.push_str(&at.format(UP_TO_THE_SECOND).unwrap_or_default());
             second.0 = secs;
         }
         out.push_str(&second.1);
     });
     let _ = write!(out, ".{:06}Z", since.subsec_micros());
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Milliseconds with at most three decimals, as an `f64` rounded to the

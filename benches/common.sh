@@ -55,11 +55,13 @@ post_password = \"esight-sim-post-pass\"
 ${1:-}"
 }
 
-# seed_identity: an admin user with a known password and an API key ($KEY).
+# seed_identity [CONFIG]: an admin user with a known password and an API key
+# ($KEY), in the database of CONFIG (default $WORK/config.toml).
 seed_identity() {
+  local config=${1:-$WORK/config.toml}
   echo "bench-password-12345" > "$WORK/pw"
-  "$BIN" user add bench --role admin --password-file "$WORK/pw" --config "$WORK/config.toml" >/dev/null
-  KEY=$("$BIN" apikey create bench --config "$WORK/config.toml" | tail -n 1)
+  "$BIN" user add bench --role admin --password-file "$WORK/pw" --config "$config" >/dev/null
+  KEY=$("$BIN" apikey create bench --config "$config" | tail -n 1)
 }
 
 start_server() {
@@ -107,4 +109,61 @@ for name in sys.argv[2:]:
     m["header"]["messageId"] = "__ID__"
     (work / f"{name}.json").write_text(json.dumps(m))
 PY
+}
+
+# cpu_ticks PID: user + system CPU time of the process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wrk_cpu LABEL PID -- wrk args…: wrk_summary, plus the server's CPU
+# microseconds per request when PID is not empty (robust to other load on
+# the machine, unlike req/s). Sets $RPS, $P99 (ms) and $CPU (empty without PID).
+wrk_cpu() {
+  local label=$1 pid=$2 before=0; shift 2
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  wrk_summary "$label" "$@"
+  RPS=$(sed -n 's/^Requests\/sec:[[:space:]]*\([0-9.]*\).*/\1/p' "$WORK/wrk.out")
+  P99=$(python3 -c "import re,sys; m=re.search(r'\s99%\s+([\d.]+)(us|ms|s)', open(sys.argv[1]).read()); v=float(m.group(1)); print(v/1000 if m.group(2)=='us' else v*1000 if m.group(2)=='s' else v)" "$WORK/wrk.out")
+  CPU=
+  if [ -n "$pid" ]; then
+    local ticks=$(( $(cpu_ticks "$pid") - before ))
+    local requests=$(sed -n 's/^[[:space:]]*\([0-9]*\) requests in.*/\1/p' "$WORK/wrk.out")
+    CPU=$(python3 -c "print(f'{$ticks / $(getconf CLK_TCK) * 1e6 / $requests:.2f}')")
+    echo "  server CPU: $CPU µs per request"
+  fi
+}
+
+# start_nginx PORT GET_BODY [POST_STATUS POST_BODY]: nginx (Debian package,
+# `apt-get install nginx`) on 127.0.0.1:PORT answering every GET with a
+# static 200 and GET_BODY, and every POST with POST_STATUS and POST_BODY
+# (default 200 and GET_BODY), access log off: the reference.
+start_nginx() {
+  need nginx nginx
+  local port=$1 get_body=$2 post_status=${3:-200} post_body=${4:-$2}
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  server {
+    listen 127.0.0.1:$port;
+    default_type application/json;
+    location / {
+      if (\$request_method = POST) { return $post_status '$post_body'; }
+      return 200 '$get_body';
+    }
+  }
+}
+CONF
+  nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>"$WORK/nginx/stderr" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && return 0; sleep 0.05; done
+  echo "nginx did not start"; cat "$WORK/nginx/stderr" "$WORK/nginx/error.log"; exit 1
 }

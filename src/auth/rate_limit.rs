@@ -1,11 +1,18 @@
-//! Per-API-key rate limiting: a token bucket in memory (requests per second
-//! and a burst), the quota the original got from its API gateway. No
-//! database access. [`KeyRate`] is the parsed quota: finite and within
-//! bounds, so no number a client or the database holds can make the bucket's
-//! arithmetic panic.
+//! Per-API-key rate limiting in memory (requests per second and a burst),
+//! the quota the original got from its API gateway: `governor`'s GCRA (the
+//! token bucket's equivalent, one atomic compare-and-swap per check, no
+//! lock) on the monotonic clock. No database access. [`KeyRate`] is the
+//! parsed quota: finite and within bounds, so no number a client or the
+//! database holds can make the limiter's arithmetic overflow (the largest
+//! burst times the longest period is 10^18 ns, inside governor's u64
+//! nanoseconds).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
 
 /// Why a rate limit was refused (the message is shown to the client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,23 +94,26 @@ impl KeyRate {
     }
 }
 
-/// A token bucket.
+/// A key's limiter: up to `burst` requests at once, refilled at `per_sec`.
 #[derive(Debug)]
 pub struct RateLimiter {
     requested: (f64, u32),
-    rate: KeyRate,
-    state: Mutex<(f64, Instant)>,
+    gcra: governor::RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>,
 }
 
 impl RateLimiter {
     /// A full bucket of `burst` tokens refilled at `per_sec`; values out of
     /// range are brought into it ([`KeyRate::clamped`]).
     pub fn new(per_sec: f64, burst: u32) -> Self {
-        Self::with_rate(KeyRate::clamped(per_sec, burst), (per_sec, burst))
-    }
-
-    fn with_rate(rate: KeyRate, requested: (f64, u32)) -> Self {
-        Self { requested, rate, state: Mutex::new((f64::from(rate.burst), Instant::now())) }
+        let rate = KeyRate::clamped(per_sec, burst);
+        // In range: the period is 1 µs to 1,000 s, never zero.
+        let period = Duration::from_secs_f64(1.0 / rate.per_sec);
+        let max_burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(period).unwrap_or(governor::Quota::per_second(max_burst));
+        Self {
+            requested: (per_sec, burst),
+            gcra: governor::RateLimiter::direct_with_clock(quota.allow_burst(max_burst), MonotonicClock),
+        }
     }
 
     /// The configured (rate, burst), as given to [`RateLimiter::new`].
@@ -114,19 +124,7 @@ impl RateLimiter {
     /// Takes one token, or says how long until one is available (at most
     /// 1 / [`KeyRate::MIN_PER_SEC`] seconds).
     pub fn try_take(&self) -> Result<(), Duration> {
-        let KeyRate { per_sec, burst } = self.rate;
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * per_sec;
-        s.0 = (s.0 + refill).min(f64::from(burst));
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - s.0) / per_sec;
-            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs(1)))
-        }
+        self.gcra.check().map_err(|not_until| not_until.wait_time_from(MonotonicClock.now()))
     }
 }
 
@@ -140,6 +138,16 @@ mod tests {
         assert!((0..3).all(|_| l.try_take().is_ok()));
         let wait = l.try_take().unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_wait_is_the_time_to_the_next_token() {
+        let l = RateLimiter::new(0.5, 1);
+        assert!(l.try_take().is_ok());
+        let wait = l.try_take().unwrap_err();
+        assert!(wait > Duration::from_millis(1500) && wait <= Duration::from_secs(2), "{wait:?}");
+        assert_eq!(l.rate(), (0.5, 1));
+        assert_eq!(RateLimiter::new(f64::NAN, 0).rate().1, 0, "rate() tells what was asked for");
     }
 
     const HOSTILE: [f64; 10] = [

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::RequestContext;
 use crate::app::AppState;
 use crate::config::ServerConfig;
-use crate::http::request::{Caller, client_ip, cookies_secure, declared_length, request_id};
+use crate::http::request::{Caller, X_REQUEST_ID, client_ip, cookies_secure, declared_length, request_id};
 use crate::http::router::RouteMatch;
 use crate::http::server::Handler;
 use crate::http::tls::TlsSlot;
@@ -125,7 +125,7 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
     let mut response = result.unwrap_or_else(|e| e.into_response(&request_id));
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
     // Answers carry tokens, new API keys, backups and personal data: no
     // cache (browser or proxy) keeps them, unless a handler chose otherwise

@@ -4,6 +4,10 @@
 //! (a path, or `@name` for the abstract namespace). Without `NOTIFY_SOCKET`
 //! every call does nothing. Sending never blocks and never fails the caller:
 //! a lost notification is logged.
+//!
+//! Not the `sd-notify` crate (0.5): it `connect`s `NOTIFY_SOCKET` as a file
+//! path, so an `@abstract` socket (containers, nspawn) fails, and it reads
+//! the variable at every call instead of once.
 
 use std::ffi::OsStr;
 use std::os::linux::net::SocketAddrExt;

@@ -17,7 +17,9 @@ need wrk wrk; need curl curl; need python3 python3
 
 build() { [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet; }
 
-# write_config EXTRA_TOML: config with the listen port, data dir, big caps.
+# write_config EXTRA_TOML: config with the listen port, data dir, big caps;
+# log level $LOG_LEVEL (default warn: no access log; "info" is the default
+# configuration's, with the access log).
 write_config() {
   cat > "$WORK/config.toml" <<TOML
 [server]
@@ -34,7 +36,7 @@ lockout_ip_failures = 1000000
 max_pending = 100000000
 ${DELIVERY_EXTRA:-}
 [log]
-level = "warn"
+level = "${LOG_LEVEL:-warn}"
 $1
 TOML
 }

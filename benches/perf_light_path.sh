@@ -3,7 +3,7 @@
 #   bash benches/perf_light_path.sh [/health|/user] [SECONDS]
 # Builds the release binary with its symbols (CARGO_PROFILE_RELEASE_STRIP=none
 # into /tmp/prof-target, so target/ stays as it is), starts it with the
-# default configuration (access log on) and an admin with an API key, runs
+# default log configuration (access log on; common.sh's caps) and an admin with an API key, runs
 # `wrk -t2 -c32` against the path (with key + token for /user) and records
 # SECONDS (default 4) of it with `perf record --call-graph dwarf`. Prints the
 # server's CPU µs per request (from /proc) and the share of samples, and so
@@ -15,14 +15,7 @@ SECONDS_REC=${2:-4}
 need perf linux-perf
 [ -n "${NO_BUILD:-}" ] || CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --quiet --bin energyload --target-dir /tmp/prof-target
 BIN=/tmp/prof-target/x86_64-unknown-linux-gnu/release/energyload
-cat > "$WORK/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-max_connections = 4096
-[storage]
-data_dir = "$WORK/data"
-min_free_bytes = 1048576
-TOML
+LOG_LEVEL=info write_config ""
 seed_identity
 start_server
 login

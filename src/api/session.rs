@@ -20,7 +20,7 @@ use crate::auth::guard::{csrf_token, session_cookie_name};
 use crate::auth::lockout::{Locked, LockedBy, Reservation};
 use crate::auth::tokens::TokenChannel;
 use crate::auth::{PasswordCheck, PasswordError};
-use crate::clock::{format_millis, now_millis};
+use crate::clock::now_millis;
 use crate::domain::user::{NewPassword, Role, Roles, UserStatus, Username};
 use crate::http::ApiError;
 use crate::http::request::{accepts_json, read_json};
@@ -80,22 +80,22 @@ struct Issued {
 /// map it replaces wrote them (alphabetical), so the bytes stay the same.
 #[derive(serde::Serialize)]
 pub struct UserJson<'a> {
-    created_at: String,
+    created_at: &'a str,
     id: &'a str,
     roles: &'a Roles,
     status: &'a UserStatus,
-    updated_at: String,
+    updated_at: &'a str,
     username: &'a str,
 }
 
 /// The JSON view of a cached user.
 pub fn user_json(u: &CachedUser) -> UserJson<'_> {
     UserJson {
-        created_at: format_millis(u.created_at),
+        created_at: &u.created_at_text,
         id: &u.id,
         roles: &u.roles,
         status: &u.status,
-        updated_at: format_millis(u.updated_at),
+        updated_at: &u.updated_at_text,
         username: &u.username,
     }
 }

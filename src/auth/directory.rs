@@ -34,6 +34,11 @@ pub struct CachedUser {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// `created_at` as RFC 3339 text, formatted once when the user is
+    /// loaded (`GET /user` answers with it on the light path).
+    pub created_at_text: String,
+    /// `updated_at` as RFC 3339 text, formatted once when loaded.
+    pub updated_at_text: String,
 }
 
 /// A usable API key.
@@ -255,6 +260,8 @@ fn cached_user(u: UserRecord) -> Option<CachedUser> {
             password_hash: u.password_hash,
             created_at: u.created_at,
             updated_at: u.updated_at,
+            created_at_text: crate::clock::format_millis(u.created_at),
+            updated_at_text: crate::clock::format_millis(u.updated_at),
         }),
         _ => {
             tracing::warn!(user_id = %u.id, "skipping a user row with unknown roles or status");

@@ -1,10 +1,15 @@
 //! Forward-only schema migrations embedded in the binary. The number of
 //! applied migrations is the database's `PRAGMA user_version`; each migration
-//! runs in its own transaction together with the version bump.
+//! runs in its own transaction together with the version bump, with foreign
+//! keys off (a migration may rebuild a table others refer to) and
+//! `PRAGMA foreign_key_check` clean before its commit. Steps SQL cannot do
+//! run after the SQL: packing the bodies a migration left raw
+//! (`pack_raw_bodies`, in batches, resumable).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StorageError;
+use super::stored_body::StoredBody;
 
 /// The migrations, in order. Never edit a released one: add a new file.
 const MIGRATIONS: &[&str] = &[
@@ -14,7 +19,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_audit_keyed.sql"),
     include_str!("migrations/0005_user_locks.sql"),
     include_str!("migrations/0006_api_key_names.sql"),
+    include_str!("migrations/0007_compact_messages.sql"),
 ];
+
+/// Raw bodies packed per transaction after migration 7.
+const PACK_BATCH: i64 = 2_000;
 
 /// The schema version this binary writes.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -57,13 +66,77 @@ pub fn apply_up_to(conn: &mut Connection, target: u32) -> Result<SchemaStatus, S
     let wanted = target.min(LATEST_VERSION) as usize;
     for (index, sql) in MIGRATIONS.iter().enumerate().take(wanted).skip(before.current as usize) {
         let version = index as u32 + 1;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
+        // A no-op inside a transaction, so around it.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let applied = apply_one(conn, sql, version);
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        applied?;
         tracing::info!(version, "applied schema migration");
     }
+    pack_raw_bodies(conn)?;
     status(conn)
+}
+
+fn apply_one(conn: &mut Connection, sql: &str, version: u32) -> Result<(), StorageError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(sql)?;
+    let violation: Option<(String, i64, String)> =
+        tx.query_row("PRAGMA foreign_key_check", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+    if let Some((table, rowid, parent)) = violation {
+        return Err(StorageError::Corrupt(format!(
+            "migration {version} left {table} row {rowid} referring to a missing {parent} row"
+        )));
+    }
+    tx.pragma_update(None, "user_version", version)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Packs the bodies migration 7 copied raw (`body_format` 0), oldest first,
+/// [`PACK_BATCH`] rows per transaction; `meta.pack_raw_bodies_after` holds
+/// the last id done, so an interrupted run resumes, and goes once all are
+/// packed. A body that does not shrink stays raw (format 0 is readable).
+pub(super) fn pack_raw_bodies(conn: &mut Connection) -> Result<(), StorageError> {
+    let read_mark = |c: &Connection| -> Result<Option<i64>, StorageError> {
+        let mark: Option<String> = c
+            .query_row("SELECT value FROM meta WHERE key = 'pack_raw_bodies_after'", [], |r| r.get(0))
+            .optional()?;
+        Ok(mark.and_then(|m| m.parse().ok()))
+    };
+    let Some(mut after) = read_mark(conn)? else { return Ok(()) };
+    let mut packed = 0usize;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT id, body FROM messages WHERE id > ?1 AND body_format = 0 ORDER BY id LIMIT ?2")?
+            .query_map(params![after, PACK_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        {
+            let mut update = tx.prepare("UPDATE messages SET body_format = ?2, body = ?3 WHERE id = ?1")?;
+            for (id, raw) in &rows {
+                let body = StoredBody::pack(raw);
+                update.execute(params![id, body.format.code(), body.bytes])?;
+            }
+        }
+        packed += rows.len();
+        let done = (rows.len() as i64) < PACK_BATCH;
+        if done {
+            tx.execute("DELETE FROM meta WHERE key = 'pack_raw_bodies_after'", [])?;
+        } else {
+            after = rows.last().map_or(after, |r| r.0);
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'pack_raw_bodies_after'",
+                [after.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        if done {
+            if packed > 0 {
+                tracing::info!(packed, "packed stored message bodies");
+            }
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,15 @@ pub struct ClaimedMessage {
     pub local_market: String,
 }
 
+/// The statement of [`claim_due`] (its plan is tested in `storage::query_plans`).
+pub(super) const CLAIM_DUE: &str = "UPDATE messages SET status = 1, lease_until = ?2, updated_at = ?1
+         WHERE id IN (SELECT id FROM messages INDEXED BY messages_due
+                      WHERE status = 0 AND next_attempt_at <= ?1
+                      ORDER BY next_attempt_at, id LIMIT ?3)
+         RETURNING id, message_id, body_format, body, attempts, cycle_started,
+                   (SELECT meter_id FROM meters WHERE id = meter), (SELECT site_id FROM sites WHERE id = site),
+                   (SELECT local_market FROM feeds WHERE id = feed)";
+
 /// Claims up to `limit` due `pending` messages: they become `delivering`
 /// with `lease_until`, oldest due first.
 ///
@@ -44,15 +53,7 @@ pub fn claim_due(
     lease_until: i64,
     limit: usize,
 ) -> Result<Vec<ClaimedMessage>, StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE messages SET status = 1, lease_until = ?2, updated_at = ?1
-         WHERE id IN (SELECT id FROM messages INDEXED BY messages_due
-                      WHERE status = 0 AND next_attempt_at <= ?1
-                      ORDER BY next_attempt_at, id LIMIT ?3)
-         RETURNING id, message_id, body_format, body, attempts, cycle_started,
-                   (SELECT meter_id FROM meters WHERE id = meter), (SELECT site_id FROM sites WHERE id = site),
-                   (SELECT local_market FROM feeds WHERE id = feed)",
-    )?;
+    let mut stmt = conn.prepare_cached(CLAIM_DUE)?;
     let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
         Ok((
             r.get::<_, i64>(2)?,

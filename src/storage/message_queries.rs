@@ -201,12 +201,18 @@ pub fn list(
     before_id: Option<i64>,
     limit: usize,
 ) -> Result<Vec<MessageRow>, StorageError> {
-    let (clause, mut args) = f.clause(before_id);
-    args.push(Sql::Integer(limit as i64));
-    let sql = format!("SELECT {ROW_COLUMNS} FROM messages m {clause} ORDER BY m.id DESC LIMIT ?");
+    let (sql, args) = list_sql(f, before_id, limit);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), row_from)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The statement and parameters of [`list`] (its plan is tested in
+/// `storage::query_plans`).
+pub(super) fn list_sql(f: &MessageFilter, before_id: Option<i64>, limit: usize) -> (String, Vec<Sql>) {
+    let (clause, mut args) = f.clause(before_id);
+    args.push(Sql::Integer(limit as i64));
+    (format!("SELECT {ROW_COLUMNS} FROM messages m {clause} ORDER BY m.id DESC LIMIT ?"), args)
 }
 
 /// One message with its body (the JSON as received).
@@ -301,9 +307,11 @@ pub fn retry_matching(conn: &Connection, f: &MessageFilter, now: i64) -> Result<
     Ok(conn.execute(&sql, params_from_iter(args))?)
 }
 
+pub(super) const COUNT_BY_STATUS: &str = "SELECT count(*) FROM messages WHERE status = ?1";
+
 /// Message counts by status (every status present, zero included).
 pub fn counts_by_status(conn: &Connection) -> Result<Vec<(MessageStatus, i64)>, StorageError> {
-    let mut stmt = conn.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
+    let mut stmt = conn.prepare_cached(COUNT_BY_STATUS)?;
     MessageStatus::ALL.into_iter().map(|s| Ok((s, stmt.query_row([s.code()], |r| r.get(0))?))).collect()
 }
 

@@ -13,6 +13,8 @@ mod lock;
 mod message_queries;
 pub mod messages;
 mod migrations;
+#[cfg(test)]
+mod query_plans;
 pub mod reports;
 mod restore;
 pub mod stored_body;

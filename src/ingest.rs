@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use crate::domain::message::{BatchError, Message, parse_batch};
 use crate::storage::ingest::{IngestError, IngestWriter};
-use crate::storage::messages::{MessageStatus, NewMessage, StoreOutcome};
+use crate::storage::messages::{MessageStatus, NewMessage, StoreOutcome, StoredBody};
 
-/// What storing a validated message needs from it.
+/// What storing a validated message needs from it; the body is packed here,
+/// on the caller's thread, not on the single ingest writer.
 pub fn to_new_message(m: Message) -> NewMessage {
     NewMessage {
         message_id: m.message_id().to_owned(),
@@ -19,7 +20,7 @@ pub fn to_new_message(m: Message) -> NewMessage {
         local_market: m.local_market().to_owned(),
         data_feed_type: m.data_feed_type().to_owned(),
         datapoints: i64::try_from(m.datapoint_count()).unwrap_or(i64::MAX),
-        body: m.into_raw(),
+        body: StoredBody::pack(m.raw()),
     }
 }
 

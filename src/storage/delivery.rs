@@ -6,6 +6,7 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::StorageError;
+use super::stored_body;
 
 /// A message claimed for delivery.
 #[derive(Debug, Clone)]
@@ -29,6 +30,15 @@ pub struct ClaimedMessage {
     pub local_market: String,
 }
 
+/// The statement of [`claim_due`] (its plan is tested in `storage::query_plans`).
+pub(super) const CLAIM_DUE: &str = "UPDATE messages SET status = 1, lease_until = ?2, updated_at = ?1
+         WHERE id IN (SELECT id FROM messages INDEXED BY messages_due
+                      WHERE status = 0 AND next_attempt_at <= ?1
+                      ORDER BY next_attempt_at, id LIMIT ?3)
+         RETURNING id, message_id, body_format, body, attempts, cycle_started,
+                   (SELECT meter_id FROM meters WHERE id = meter), (SELECT site_id FROM sites WHERE id = site),
+                   (SELECT local_market FROM feeds WHERE id = feed)";
+
 /// Claims up to `limit` due `pending` messages: they become `delivering`
 /// with `lease_until`, oldest due first.
 ///
@@ -43,26 +53,35 @@ pub fn claim_due(
     lease_until: i64,
     limit: usize,
 ) -> Result<Vec<ClaimedMessage>, StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE messages SET status = 'delivering', lease_until = ?2, updated_at = ?1
-         WHERE id IN (SELECT id FROM messages INDEXED BY messages_due
-                      WHERE status = 'pending' AND next_attempt_at <= ?1
-                      ORDER BY next_attempt_at, id LIMIT ?3)
-         RETURNING id, message_id, body, attempts, cycle_started, meter_id, site_id, local_market",
-    )?;
+    let mut stmt = conn.prepare_cached(CLAIM_DUE)?;
     let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
-        Ok(ClaimedMessage {
-            id: r.get(0)?,
-            message_id: r.get(1)?,
-            body: r.get(2)?,
-            attempts: r.get(3)?,
-            created_at: r.get(4)?,
-            meter_id: r.get(5)?,
-            site_id: r.get(6)?,
-            local_market: r.get(7)?,
-        })
+        Ok((
+            r.get::<_, i64>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            ClaimedMessage {
+                id: r.get(0)?,
+                message_id: r.get(1)?,
+                body: Vec::new(),
+                attempts: r.get(4)?,
+                created_at: r.get(5)?,
+                meter_id: r.get(6)?,
+                site_id: r.get(7)?,
+                local_market: r.get(8)?,
+            },
+        ))
     })?;
-    let mut claimed: Vec<ClaimedMessage> = rows.collect::<Result<_, _>>()?;
+    let packed: Vec<(i64, Vec<u8>, ClaimedMessage)> = rows.collect::<Result<_, _>>()?;
+    // A body that does not decode fails the claim with an error naming the
+    // message (logged by the dispatcher); the claimed rows go back to
+    // `pending` when their lease ends, like after a crash.
+    let mut claimed = packed
+        .into_iter()
+        .map(|(format, body, m)| {
+            let body = stored_body::unpack(format, &body)
+                .map_err(|e| StorageError::Corrupt(format!("message {}: {e}", m.id)))?;
+            Ok(ClaimedMessage { body, ..m })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
     claimed.sort_by_key(|m| m.id);
     Ok(claimed)
 }
@@ -115,43 +134,44 @@ pub fn record(conn: &mut Connection, now: i64, batch: &[AttemptRecord]) -> Resul
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut attempt = tx.prepare_cached(
-            "INSERT INTO delivery_attempts (message, at, outcome, http_status, error, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO delivery_attempts (message, attempt, at, outcome, http_status, error, duration_ms)
+             VALUES (?1, (SELECT coalesce(max(attempt), 0) + 1 FROM delivery_attempts WHERE message = ?1),
+                     ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut delivered = tx.prepare_cached(
-            "UPDATE messages SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2,
+            "UPDATE messages SET status = 2, attempts = attempts + 1, delivered_at = ?2,
                     updated_at = ?2, lease_until = NULL, next_attempt_at = NULL,
                     error_code = NULL, error_message = NULL
-             WHERE id = ?1 AND status = 'delivering'",
+             WHERE id = ?1 AND status = 1",
         )?;
         let mut retry = tx.prepare_cached(
-            "UPDATE messages SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?3,
+            "UPDATE messages SET status = 0, attempts = attempts + 1, next_attempt_at = ?3,
                     updated_at = ?2, lease_until = NULL, error_code = ?4, error_message = ?5
-             WHERE id = ?1 AND status = 'delivering'",
+             WHERE id = ?1 AND status = 1",
         )?;
         let mut failed = tx.prepare_cached(
-            "UPDATE messages SET status = 'failed', attempts = attempts + 1, updated_at = ?2,
+            "UPDATE messages SET status = 3, attempts = attempts + 1, updated_at = ?2,
                     lease_until = NULL, next_attempt_at = NULL, error_code = ?3, error_message = ?4
-             WHERE id = ?1 AND status = 'delivering'",
+             WHERE id = ?1 AND status = 1",
         )?;
         let mut requeue = tx.prepare_cached(
-            "UPDATE messages SET status = 'pending', next_attempt_at = ?3, updated_at = ?2,
+            "UPDATE messages SET status = 0, next_attempt_at = ?3, updated_at = ?2,
                     lease_until = NULL
-             WHERE id = ?1 AND status = 'delivering'",
+             WHERE id = ?1 AND status = 1",
         )?;
         for a in batch {
             let outcome = match &a.settlement {
                 Settlement::Delivered => {
                     delivered.execute(params![a.message, now])?;
-                    "delivered"
+                    0
                 }
                 Settlement::Retry { next_attempt_at, error_code } => {
                     retry.execute(params![a.message, now, next_attempt_at, error_code, a.error])?;
-                    "retry"
+                    1
                 }
                 Settlement::Failed { error_code } => {
                     failed.execute(params![a.message, now, error_code, a.error])?;
-                    "failed"
+                    2
                 }
                 Settlement::Requeue { next_attempt_at } => {
                     requeue.execute(params![a.message, now, next_attempt_at])?;
@@ -171,8 +191,8 @@ pub fn record(conn: &mut Connection, now: i64, batch: &[AttemptRecord]) -> Resul
 pub fn release_leases(conn: &Connection, before: i64, now: i64) -> Result<usize, StorageError> {
     Ok(conn.execute(
         "UPDATE messages INDEXED BY messages_leased
-         SET status = 'pending', lease_until = NULL, next_attempt_at = ?2, updated_at = ?2
-         WHERE status = 'delivering' AND lease_until < ?1",
+         SET status = 0, lease_until = NULL, next_attempt_at = ?2, updated_at = ?2
+         WHERE status = 1 AND lease_until < ?1",
         params![before, now],
     )?)
 }
@@ -185,7 +205,7 @@ pub fn release_leases(conn: &Connection, before: i64, now: i64) -> Result<usize,
 pub fn due_after_outage(conn: &Connection, now: i64) -> Result<usize, StorageError> {
     Ok(conn.execute(
         "UPDATE messages INDEXED BY messages_due SET next_attempt_at = ?1, updated_at = ?1
-         WHERE status = 'pending' AND next_attempt_at > ?1 AND error_code IS NOT NULL",
+         WHERE status = 0 AND next_attempt_at > ?1 AND error_code IS NOT NULL",
         params![now],
     )?)
 }
@@ -194,7 +214,7 @@ pub fn due_after_outage(conn: &Connection, now: i64) -> Result<usize, StorageErr
 pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StorageError> {
     Ok(conn
         .query_row(
-            "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE status = 'pending'
+            "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE status = 0
              ORDER BY next_attempt_at LIMIT 1",
             [],
             |r| r.get(0),

@@ -64,6 +64,9 @@ pub enum StorageError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Stored data does not decode (a damaged message body).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
     /// A blocking task panicked or was cancelled.
     #[error("a database task failed")]
     TaskFailed,

@@ -26,7 +26,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ids::IdGenerator;
-use super::messages::{self, NewMessage, SameContent, StoreOutcome};
+use super::messages::{self, Dimensions, NewMessage, SameContent, StoreOutcome};
 use super::{Storage, StorageError};
 use crate::clock::now_millis;
 
@@ -112,7 +112,14 @@ impl IngestWriter {
         let thread = std::thread::Builder::new()
             .name("ingest-writer".into())
             .spawn(move || {
-                run(conn, ids, rx, same_content, on_commit, &checkpointer);
+                run(
+                    conn,
+                    Writer { ids, dims: Dimensions::new() },
+                    rx,
+                    same_content,
+                    on_commit,
+                    &checkpointer,
+                );
                 checkpointer.stop();
             })
             .map_err(|source| StorageError::Io {
@@ -130,9 +137,15 @@ impl IngestWriter {
     }
 }
 
+/// What the writer keeps between groups.
+struct Writer {
+    ids: IdGenerator,
+    dims: Dimensions,
+}
+
 fn run(
     mut conn: Connection,
-    mut ids: IdGenerator,
+    mut w: Writer,
     mut rx: mpsc::Receiver<Job>,
     same_content: SameContent,
     on_commit: impl Fn(usize),
@@ -150,7 +163,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        match commit_group(&mut conn, &mut ids, &jobs, same_content) {
+        match commit_group(&mut conn, &mut w, &jobs, same_content) {
             Ok(per_job) => {
                 let inserted =
                     per_job.iter().flatten().filter(|o| matches!(o, StoreOutcome::Inserted(_))).count();
@@ -163,6 +176,8 @@ fn run(
                 keep_wal_small(&conn, checkpointer, total);
             }
             Err(e) => {
+                // Rolled back: references it inserted are gone again.
+                w.dims.forget();
                 let failure = if e.is_unwritable() { IngestError::Unwritable } else { IngestError::Failed };
                 tracing::error!(error = %e, requests = jobs.len(), "ingest commit failed");
                 for job in jobs {
@@ -175,7 +190,7 @@ fn run(
 
 fn commit_group(
     conn: &mut Connection,
-    ids: &mut IdGenerator,
+    w: &mut Writer,
     jobs: &[Job],
     same_content: SameContent,
 ) -> Result<Vec<Vec<StoreOutcome>>, StorageError> {
@@ -183,7 +198,7 @@ fn commit_group(
     let now = now_millis();
     let mut per_job = Vec::with_capacity(jobs.len());
     for job in jobs {
-        per_job.push(messages::store_batch(&tx, ids, now, &job.items, same_content)?);
+        per_job.push(messages::store_batch(&tx, &mut w.ids, &mut w.dims, now, &job.items, same_content)?);
     }
     tx.commit()?;
     Ok(per_job)

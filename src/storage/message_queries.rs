@@ -40,11 +40,35 @@ impl MessageStatus {
         }
     }
 
-    /// Parses a stored or requested name.
+    /// Parses a requested name.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
+
+    /// The stored number (`messages.status`): its place in [`Self::ALL`].
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The status of a stored number.
+    pub fn from_code(code: i64) -> Result<Self, StorageError> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown message status {code}")))
+    }
 }
+
+/// A stored status as a SQL result, for row mappers.
+fn status_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<MessageStatus> {
+    let code: i64 = r.get(i)?;
+    MessageStatus::from_code(code).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Integer, Box::new(e))
+    })
+}
+
+/// The stored number of an attempt's outcome name (`delivery_attempts.outcome`).
+pub(super) const OUTCOMES: [&str; 3] = ["delivered", "retry", "failed"];
 
 /// A message as listed (without its body).
 #[derive(Debug, Clone)]
@@ -79,15 +103,19 @@ pub struct MessageRow {
     pub error_code: Option<String>,
 }
 
-const ROW_COLUMNS: &str = "id, message_id, status, meter_id, site_id, local_market, data_feed_type, \
-                           datapoints, attempts, created_at, updated_at, delivered_at, next_attempt_at, error_code";
+/// A listed row's columns: meter, site and feed looked up by their
+/// references (a few rows per page; correlated lookups keep the list's plan
+/// on its index), created_at from the id.
+const ROW_COLUMNS: &str = "m.id, m.message_id, m.status, \
+     (SELECT meter_id FROM meters WHERE id = m.meter), (SELECT site_id FROM sites WHERE id = m.site), \
+     (SELECT local_market FROM feeds WHERE id = m.feed), (SELECT data_feed_type FROM feeds WHERE id = m.feed), \
+     m.datapoints, m.attempts, m.id >> 16, m.updated_at, m.delivered_at, m.next_attempt_at, m.error_code";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
-    let status: String = r.get(2)?;
     Ok(MessageRow {
         id: r.get(0)?,
         message_id: r.get(1)?,
-        status: MessageStatus::parse(&status).unwrap_or(MessageStatus::Pending),
+        status: status_at(r, 2)?,
         meter_id: r.get(3)?,
         site_id: r.get(4)?,
         local_market: r.get(5)?,
@@ -130,19 +158,24 @@ impl MessageFilter {
     fn clause(&self, before_id: Option<i64>) -> (String, Vec<Sql>) {
         let mut conds = Vec::new();
         let mut args = Vec::new();
+        // Meter, site and feed compare their references with one looked up
+        // once (a scalar subquery), so the meter and site lists keep their
+        // index (meter, id) / (site, id); an unknown name matches nothing.
+        if let Some(status) = self.status {
+            conds.push(format!("status = {}", status.code()));
+        }
         let mut eq = |col: &str, v: &Option<String>| {
             if let Some(v) = v {
-                conds.push(format!("{col} = ?"));
+                conds.push(col.to_owned());
                 args.push(Sql::Text(v.clone()));
             }
         };
-        eq("status", &self.status.map(|s| s.as_str().to_string()));
-        eq("message_id", &self.message_id);
-        eq("meter_id", &self.meter_id);
-        eq("site_id", &self.site_id);
-        eq("local_market", &self.local_market);
-        eq("data_feed_type", &self.data_feed_type);
-        eq("error_code", &self.error_code);
+        eq("message_id = ?", &self.message_id);
+        eq("meter = (SELECT id FROM meters WHERE meter_id = ?)", &self.meter_id);
+        eq("site = (SELECT id FROM sites WHERE site_id = ?)", &self.site_id);
+        eq("feed IN (SELECT id FROM feeds WHERE local_market = ?)", &self.local_market);
+        eq("feed IN (SELECT id FROM feeds WHERE data_feed_type = ?)", &self.data_feed_type);
+        eq("error_code = ?", &self.error_code);
         // Ids are time-ordered: time bounds become id bounds on the primary key.
         if let Some(since) = self.since {
             conds.push("id >= ?".into());
@@ -168,18 +201,30 @@ pub fn list(
     before_id: Option<i64>,
     limit: usize,
 ) -> Result<Vec<MessageRow>, StorageError> {
-    let (clause, mut args) = f.clause(before_id);
-    args.push(Sql::Integer(limit as i64));
-    let sql = format!("SELECT {ROW_COLUMNS} FROM messages {clause} ORDER BY id DESC LIMIT ?");
+    let (sql, args) = list_sql(f, before_id, limit);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), row_from)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// One message with its body.
+/// The statement and parameters of [`list`] (its plan is tested in
+/// `storage::query_plans`).
+pub(super) fn list_sql(f: &MessageFilter, before_id: Option<i64>, limit: usize) -> (String, Vec<Sql>) {
+    let (clause, mut args) = f.clause(before_id);
+    args.push(Sql::Integer(limit as i64));
+    (format!("SELECT {ROW_COLUMNS} FROM messages m {clause} ORDER BY m.id DESC LIMIT ?"), args)
+}
+
+/// One message with its body (the JSON as received).
 pub fn get(conn: &Connection, id: i64) -> Result<Option<(MessageRow, Vec<u8>)>, StorageError> {
-    let sql = format!("SELECT {ROW_COLUMNS}, body FROM messages WHERE id = ?1");
-    Ok(conn.query_row(&sql, [id], |r| Ok((row_from(r)?, r.get(14)?))).optional()?)
+    let sql = format!("SELECT {ROW_COLUMNS}, m.body_format, m.body FROM messages m WHERE m.id = ?1");
+    let found = conn
+        .query_row(&sql, [id], |r| Ok((row_from(r)?, r.get::<_, i64>(14)?, r.get::<_, Vec<u8>>(15)?)))
+        .optional()?;
+    match found {
+        Some((row, format, body)) => Ok(Some((row, super::stored_body::unpack(format, &body)?))),
+        None => Ok(None),
+    }
 }
 
 /// One recorded attempt.
@@ -200,12 +245,18 @@ pub struct AttemptRow {
 /// The attempt log of a message, oldest first.
 pub fn attempts(conn: &Connection, id: i64) -> Result<Vec<AttemptRow>, StorageError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at, outcome, http_status, error, duration_ms FROM delivery_attempts WHERE message = ?1 ORDER BY id",
+        "SELECT at, outcome, http_status, error, duration_ms FROM delivery_attempts WHERE message = ?1
+         ORDER BY attempt",
     )?;
     let rows = stmt.query_map([id], |r| {
+        let outcome: i64 = r.get(1)?;
+        let outcome = usize::try_from(outcome).ok().and_then(|i| OUTCOMES.get(i)).ok_or_else(|| {
+            let e = StorageError::Corrupt(format!("unknown attempt outcome {outcome}"));
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Integer, Box::new(e))
+        })?;
         Ok(AttemptRow {
             at: r.get(0)?,
-            outcome: r.get(1)?,
+            outcome: (*outcome).to_owned(),
             http_status: r.get(2)?,
             error: r.get(3)?,
             duration_ms: r.get(4)?,
@@ -225,22 +276,22 @@ pub enum RetryResult {
     WrongState(MessageStatus),
 }
 
-const REQUEUE: &str = "status = 'pending', attempts = 0, cycle_started = ?1, next_attempt_at = ?1, \
+const REQUEUE: &str = "status = 0, attempts = 0, cycle_started = ?1, next_attempt_at = ?1, \
                        updated_at = ?1, error_code = NULL, error_message = NULL, lease_until = NULL";
 
 /// Sends a `failed` or `rejected` message back to `pending` with a fresh
 /// retry cycle (attempts and `max_age` count again from now; the attempt log
 /// keeps the history).
 pub fn retry(conn: &Connection, id: i64, now: i64) -> Result<RetryResult, StorageError> {
-    let sql = format!("UPDATE messages SET {REQUEUE} WHERE id = ?2 AND status IN ('failed', 'rejected')");
+    let sql = format!("UPDATE messages SET {REQUEUE} WHERE id = ?2 AND status IN (3, 4)");
     if conn.execute(&sql, params![now, id])? == 1 {
         return Ok(RetryResult::Requeued);
     }
-    let status: Option<String> =
+    let status: Option<i64> =
         conn.query_row("SELECT status FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-    Ok(match status.as_deref().and_then(MessageStatus::parse) {
+    Ok(match status {
         None => RetryResult::NotFound,
-        Some(s) => RetryResult::WrongState(s),
+        Some(s) => RetryResult::WrongState(MessageStatus::from_code(s)?),
     })
 }
 
@@ -250,16 +301,18 @@ pub fn retry_matching(conn: &Connection, f: &MessageFilter, now: i64) -> Result<
     let (clause, args) = f.clause(None);
     let extra = if clause.is_empty() { "WHERE" } else { " AND" };
     let sql = format!(
-        "UPDATE messages SET {} {clause}{extra} status IN ('failed', 'rejected')",
+        "UPDATE messages SET {} {clause}{extra} status IN (3, 4)",
         REQUEUE.replace("?1", &now.to_string())
     );
     Ok(conn.execute(&sql, params_from_iter(args))?)
 }
 
+pub(super) const COUNT_BY_STATUS: &str = "SELECT count(*) FROM messages WHERE status = ?1";
+
 /// Message counts by status (every status present, zero included).
 pub fn counts_by_status(conn: &Connection) -> Result<Vec<(MessageStatus, i64)>, StorageError> {
-    let mut stmt = conn.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
-    MessageStatus::ALL.into_iter().map(|s| Ok((s, stmt.query_row([s.as_str()], |r| r.get(0))?))).collect()
+    let mut stmt = conn.prepare_cached(COUNT_BY_STATUS)?;
+    MessageStatus::ALL.into_iter().map(|s| Ok((s, stmt.query_row([s.code()], |r| r.get(0))?))).collect()
 }
 
 /// The messages of one status that share a failure code.
@@ -297,11 +350,15 @@ pub fn failure_groups(
     // With one max() aggregate, SQLite takes the bare columns from the row
     // holding the maximum: the newest message's details.
     let mut stmt = conn.prepare_cached(
-        "SELECT error_code, count(*), id, max(updated_at), error_message, meter_id, site_id, local_market,
-                count(DISTINCT meter_id), count(DISTINCT site_id)
-         FROM messages WHERE status = ?1 GROUP BY error_code ORDER BY count(*) DESC, max(updated_at) DESC LIMIT ?2",
+        "SELECT g.error_code, g.n, g.id, g.newest, g.error_message,
+                (SELECT meter_id FROM meters WHERE id = g.meter), (SELECT site_id FROM sites WHERE id = g.site),
+                (SELECT local_market FROM feeds WHERE id = g.feed), g.meters, g.sites
+         FROM (SELECT error_code, count(*) AS n, id, max(updated_at) AS newest, error_message, meter, site, feed,
+                      count(DISTINCT meter) AS meters, count(DISTINCT site) AS sites
+               FROM messages WHERE status = ?1 GROUP BY error_code) g
+         ORDER BY g.n DESC, g.newest DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![status.as_str(), limit as i64], |r| {
+    let rows = stmt.query_map(params![status.code(), limit as i64], |r| {
         Ok(FailureGroup {
             error_code: r.get(0)?,
             count: r.get(1)?,
@@ -335,32 +392,27 @@ pub struct DeliveryStats {
 /// Acceptance time of the oldest pending message (Unix ms).
 pub fn oldest_pending_created(conn: &Connection) -> Result<Option<i64>, StorageError> {
     let oldest: Option<i64> =
-        conn.query_row("SELECT min(id) FROM messages WHERE status = 'pending'", [], |r| r.get(0))?;
-    Ok(match oldest {
-        Some(id) => {
-            conn.query_row("SELECT created_at FROM messages WHERE id = ?1", [id], |r| r.get(0)).optional()?
-        }
-        None => None,
-    })
+        conn.query_row("SELECT min(id) FROM messages WHERE status = 0", [], |r| r.get(0))?;
+    Ok(oldest.map(super::ids::millis_of))
 }
 
 /// Delivery statistics since `since` (Unix ms).
 pub fn delivery_stats(conn: &Connection, since: i64) -> Result<DeliveryStats, StorageError> {
     let delivered = conn.query_row(
-        "SELECT count(*) FROM delivery_attempts WHERE at >= ?1 AND outcome = 'delivered'",
+        "SELECT count(*) FROM delivery_attempts WHERE at >= ?1 AND outcome = 0",
         [since],
         |r| r.get(0),
     )?;
     let delivered_later_rejected = conn.query_row(
         "SELECT count(*) FROM delivery_attempts a JOIN messages m ON m.id = a.message
-         WHERE a.at >= ?1 AND a.outcome = 'delivered' AND m.status = 'rejected'",
+         WHERE a.at >= ?1 AND a.outcome = 0 AND m.status = 4",
         [since],
         |r| r.get(0),
     )?;
     let oldest_pending_created = oldest_pending_created(conn)?;
     let mut stmt = conn.prepare_cached(
         "SELECT at / 60000 * 60000 AS minute,
-                sum(outcome = 'delivered'), sum(outcome = 'retry'), sum(outcome = 'failed')
+                sum(outcome = 0), sum(outcome = 1), sum(outcome = 2)
          FROM delivery_attempts WHERE at >= ?1 GROUP BY minute ORDER BY minute",
     )?;
     let per_minute = stmt
@@ -388,15 +440,15 @@ pub fn prune_finished(
     let delivered = prune_chunks(
         conn,
         "DELETE FROM messages WHERE id IN (
-             SELECT id FROM messages WHERE status = 'delivered' AND id < ?2 AND delivered_at < ?1
+             SELECT id FROM messages WHERE status = 2 AND id < ?2 AND delivered_at < ?1
              ORDER BY id LIMIT ?3)",
         delivered_before,
     )?;
     let mut failed = 0;
-    for status in ["failed", "rejected"] {
+    for status in [MessageStatus::Failed.code(), MessageStatus::Rejected.code()] {
         let sql = format!(
             "DELETE FROM messages WHERE id IN (
-                 SELECT id FROM messages WHERE status = '{status}' AND id < ?2 AND updated_at < ?1
+                 SELECT id FROM messages WHERE status = {status} AND id < ?2 AND updated_at < ?1
                  ORDER BY id LIMIT ?3)"
         );
         failed += prune_chunks(conn, &sql, failed_before)?;

@@ -1,12 +1,21 @@
 //! Typed queries on `messages`: the group-commit insert used by the ingest
 //! writer, and the reads behind the message lists.
+//!
+//! A caller builds a [`NewMessage`] from a validated message's fields and
+//! its body packed on the caller's thread ([`StoredBody::pack`]); the
+//! writer turns meter, site and feed into their small integer references
+//! ([`Dimensions`], cached in the writer).
 
-use rusqlite::{Transaction, params};
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, Transaction, params};
 
 pub use super::message_queries::*;
+pub use super::stored_body::{BodyFormat, StoredBody};
 
 use super::StorageError;
 use super::ids::IdGenerator;
+use super::stored_body;
 
 /// A validated message ready to store.
 #[derive(Debug, Clone)]
@@ -23,8 +32,8 @@ pub struct NewMessage {
     pub data_feed_type: String,
     /// Number of datapoints.
     pub datapoints: i64,
-    /// The JSON as received.
-    pub body: bytes::Bytes,
+    /// The JSON as received, packed ([`StoredBody::pack`]).
+    pub body: StoredBody,
 }
 
 /// What storing one message did.
@@ -42,36 +51,127 @@ pub enum StoreOutcome {
 /// Decides whether two bodies with the same messageId carry the same content.
 pub type SameContent = fn(&[u8], &[u8]) -> bool;
 
+/// Entries per dimension cache before it starts over (10,000 meters fit).
+const MAX_CACHED: usize = 100_000;
+
+/// The integer references of meters, sites and feeds already seen, for the
+/// one connection that inserts messages. Rows of `meters`, `sites` and
+/// `feeds` are never deleted or changed, so an entry stays true — unless the
+/// transaction that inserted it rolls back: [`Dimensions::forget`] then.
+#[derive(Debug, Default)]
+pub struct Dimensions {
+    meters: HashMap<String, i64>,
+    sites: HashMap<String, i64>,
+    feeds: HashMap<(String, String), i64>,
+}
+
+impl Dimensions {
+    /// Empty; filled as messages are stored.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drops every entry (after a rolled-back transaction).
+    pub fn forget(&mut self) {
+        *self = Self::default();
+    }
+
+    fn meter(&mut self, tx: &Transaction<'_>, meter_id: &str) -> Result<i64, StorageError> {
+        if let Some(id) = self.meters.get(meter_id) {
+            return Ok(*id);
+        }
+        let id = reference(tx, "meters", "meter_id = ?1", "(meter_id) VALUES (?1)", [meter_id])?;
+        bounded_insert(&mut self.meters, meter_id.to_owned(), id);
+        Ok(id)
+    }
+
+    fn site(&mut self, tx: &Transaction<'_>, site_id: &str) -> Result<i64, StorageError> {
+        if let Some(id) = self.sites.get(site_id) {
+            return Ok(*id);
+        }
+        let id = reference(tx, "sites", "site_id = ?1", "(site_id) VALUES (?1)", [site_id])?;
+        bounded_insert(&mut self.sites, site_id.to_owned(), id);
+        Ok(id)
+    }
+
+    fn feed(&mut self, tx: &Transaction<'_>, market: &str, feed_type: &str) -> Result<i64, StorageError> {
+        // Borrowed lookup without building a key: feeds are few.
+        if let Some((_, id)) = self.feeds.iter().find(|((m, f), _)| m == market && f == feed_type) {
+            return Ok(*id);
+        }
+        let id = reference(
+            tx,
+            "feeds",
+            "local_market = ?1 AND data_feed_type = ?2",
+            "(local_market, data_feed_type) VALUES (?1, ?2)",
+            [market, feed_type],
+        )?;
+        bounded_insert(&mut self.feeds, (market.to_owned(), feed_type.to_owned()), id);
+        Ok(id)
+    }
+}
+
+fn bounded_insert<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, id: i64) {
+    if map.len() >= MAX_CACHED {
+        map.clear();
+    }
+    map.insert(key, id);
+}
+
+/// The id of the `table` row matching `find`, inserted (`insert`) if missing.
+fn reference<P: rusqlite::Params + Copy>(
+    tx: &Transaction<'_>,
+    table: &str,
+    find: &str,
+    insert: &str,
+    values: P,
+) -> Result<i64, StorageError> {
+    let found: Option<i64> = tx
+        .prepare_cached(&format!("SELECT id FROM {table} WHERE {find}"))?
+        .query_row(values, |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    tx.prepare_cached(&format!("INSERT INTO {table} {insert}"))?.execute(values)?;
+    Ok(tx.last_insert_rowid())
+}
+
 /// Stores `items` inside `tx`, checking idempotency item by item (so that
 /// repeats within one batch are caught too). The insert itself detects a
 /// messageId already stored (`ON CONFLICT DO NOTHING`), so the common path
 /// costs one index descent and computes no hash; only a repeat reads the
-/// stored body to compare content.
+/// stored body to compare content. On an error the caller rolls back and
+/// must [`Dimensions::forget`].
 pub fn store_batch(
     tx: &Transaction<'_>,
     ids: &mut IdGenerator,
+    dims: &mut Dimensions,
     now: i64,
     items: &[NewMessage],
     same_content: SameContent,
 ) -> Result<Vec<StoreOutcome>, StorageError> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market, data_feed_type,
-                               datapoints, body, created_at, updated_at, next_attempt_at, cycle_started)
-         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?9)
+        "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, body_format, body,
+                               updated_at, next_attempt_at, cycle_started)
+         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
          ON CONFLICT (message_id) DO NOTHING",
     )?;
     let mut outcomes = Vec::with_capacity(items.len());
     for m in items {
         let id = ids.next_id(now);
+        let meter = dims.meter(tx, &m.meter_id)?;
+        let site = dims.site(tx, &m.site_id)?;
+        let feed = dims.feed(tx, &m.local_market, &m.data_feed_type)?;
         let inserted = insert.execute(params![
             id,
             m.message_id,
-            m.meter_id,
-            m.site_id,
-            m.local_market,
-            m.data_feed_type,
+            meter,
+            site,
+            feed,
             m.datapoints,
-            &m.body[..],
+            m.body.format.code(),
+            &m.body.bytes[..],
             now
         ])?;
         let outcome =
@@ -88,12 +188,15 @@ fn stored_before(
     m: &NewMessage,
     same_content: SameContent,
 ) -> Result<StoreOutcome, StorageError> {
-    let mut find = tx.prepare_cached("SELECT id, body, status FROM messages WHERE message_id = ?1")?;
-    let (id, body, status) = find.query_row([&m.message_id], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+    let mut find =
+        tx.prepare_cached("SELECT id, body_format, body, status FROM messages WHERE message_id = ?1")?;
+    let (id, format, body, status) = find.query_row([&m.message_id], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?))
     })?;
-    Ok(if same_content(&body, &m.body) {
-        StoreOutcome::Duplicate(id, MessageStatus::parse(&status).unwrap_or(MessageStatus::Pending))
+    let stored = stored_body::unpack(format, &body)?;
+    let offered = m.body.unpack()?;
+    Ok(if same_content(&stored, &offered) {
+        StoreOutcome::Duplicate(id, MessageStatus::from_code(status)?)
     } else {
         StoreOutcome::Conflict(id)
     })
@@ -106,9 +209,5 @@ pub fn max_id(conn: &rusqlite::Connection) -> Result<i64, StorageError> {
 
 /// Messages that are `pending` or `delivering`.
 pub fn count_open(conn: &rusqlite::Connection) -> Result<i64, StorageError> {
-    Ok(conn.query_row(
-        "SELECT count(*) FROM messages WHERE status IN ('pending', 'delivering')",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn.query_row("SELECT count(*) FROM messages WHERE status IN (0, 1)", [], |r| r.get(0))?)
 }

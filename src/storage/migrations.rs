@@ -1,10 +1,15 @@
 //! Forward-only schema migrations embedded in the binary. The number of
 //! applied migrations is the database's `PRAGMA user_version`; each migration
-//! runs in its own transaction together with the version bump.
+//! runs in its own transaction together with the version bump, with foreign
+//! keys off (a migration may rebuild a table others refer to) and
+//! `PRAGMA foreign_key_check` clean before its commit. Steps SQL cannot do
+//! run after the SQL: packing the bodies a migration left raw
+//! (`pack_raw_bodies`, in batches, resumable).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StorageError;
+use super::stored_body::StoredBody;
 
 /// The migrations, in order. Never edit a released one: add a new file.
 const MIGRATIONS: &[&str] = &[
@@ -14,7 +19,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_audit_keyed.sql"),
     include_str!("migrations/0005_user_locks.sql"),
     include_str!("migrations/0006_api_key_names.sql"),
+    include_str!("migrations/0007_compact_messages.sql"),
 ];
+
+/// Raw bodies packed per transaction after migration 7.
+const PACK_BATCH: i64 = 2_000;
 
 /// The schema version this binary writes.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -57,13 +66,79 @@ pub fn apply_up_to(conn: &mut Connection, target: u32) -> Result<SchemaStatus, S
     let wanted = target.min(LATEST_VERSION) as usize;
     for (index, sql) in MIGRATIONS.iter().enumerate().take(wanted).skip(before.current as usize) {
         let version = index as u32 + 1;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
+        // A no-op inside a transaction, so around it.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let applied = apply_one(conn, sql, version);
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        applied?;
         tracing::info!(version, "applied schema migration");
     }
+    pack_raw_bodies(conn)?;
     status(conn)
+}
+
+fn apply_one(conn: &mut Connection, sql: &str, version: u32) -> Result<(), StorageError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(sql)?;
+    // The rowid is NULL for a table without rowid.
+    let violation: Option<(String, Option<i64>, String)> =
+        tx.query_row("PRAGMA foreign_key_check", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+    if let Some((table, rowid, parent)) = violation {
+        let row = rowid.map_or_else(String::new, |r| format!(" row {r}"));
+        return Err(StorageError::Corrupt(format!(
+            "migration {version} left a {table}{row} referring to a missing {parent} row"
+        )));
+    }
+    tx.pragma_update(None, "user_version", version)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Packs the bodies migration 7 copied raw (`body_format` 0), oldest first,
+/// [`PACK_BATCH`] rows per transaction; `meta.pack_raw_bodies_after` holds
+/// the last id done, so an interrupted run resumes, and goes once all are
+/// packed. A body that does not shrink stays raw (format 0 is readable).
+pub(super) fn pack_raw_bodies(conn: &mut Connection) -> Result<(), StorageError> {
+    let read_mark = |c: &Connection| -> Result<Option<i64>, StorageError> {
+        let mark: Option<String> = c
+            .query_row("SELECT value FROM meta WHERE key = 'pack_raw_bodies_after'", [], |r| r.get(0))
+            .optional()?;
+        Ok(mark.and_then(|m| m.parse().ok()))
+    };
+    let Some(mut after) = read_mark(conn)? else { return Ok(()) };
+    let mut packed = 0usize;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT id, body FROM messages WHERE id > ?1 AND body_format = 0 ORDER BY id LIMIT ?2")?
+            .query_map(params![after, PACK_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        {
+            let mut update = tx.prepare("UPDATE messages SET body_format = ?2, body = ?3 WHERE id = ?1")?;
+            for (id, raw) in &rows {
+                let body = StoredBody::pack(raw);
+                update.execute(params![id, body.format.code(), body.bytes])?;
+            }
+        }
+        packed += rows.len();
+        let done = (rows.len() as i64) < PACK_BATCH;
+        if done {
+            tx.execute("DELETE FROM meta WHERE key = 'pack_raw_bodies_after'", [])?;
+        } else {
+            after = rows.last().map_or(after, |r| r.0);
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'pack_raw_bodies_after'",
+                [after.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        if done {
+            if packed > 0 {
+                tracing::info!(packed, "packed stored message bodies");
+            }
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +208,73 @@ mod tests {
         assert!(refused.ends_with("UNIQUE constraint failed: api_keys.name"), "{refused}");
         let this = MIGRATIONS.iter().find(|m| m.contains("api_keys_active_name")).unwrap();
         c.execute_batch(this).expect("the migration runs again harmlessly");
+    }
+
+    fn v6_message(c: &Connection, id: i64, status: &str, body: &[u8]) {
+        c.execute(
+            "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market, data_feed_type,
+                                   datapoints, attempts, cycle_started, body, created_at, updated_at)
+             VALUES (?1, 'm' || ?1, ?2, 'M1', 'S1', 'lu', 'electricity', 4, 1, 5, ?3, 5, 6)",
+            params![id, status, body],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn migration_7_converts_messages_and_packs_their_bodies() {
+        let mut c = Connection::open_in_memory().unwrap();
+        apply_up_to(&mut c, 6).unwrap();
+        let body = include_bytes!("../../tests/fixtures/messages/valid-1.json");
+        v6_message(&c, 1 << 16, "delivered", body);
+        v6_message(&c, 2 << 16, "rejected", b"{}");
+        c.execute(
+            "INSERT INTO delivery_attempts (message, at, outcome, duration_ms) VALUES (?1, 7, 'retry', 1), (?1, 8, 'delivered', 1)",
+            [1 << 16],
+        )
+        .unwrap();
+        apply(&mut c).unwrap();
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> = c
+            .prepare("SELECT status, meter, body_format, body FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!((rows[0].0, rows[0].2), (2, 1));
+        assert!(rows[0].3.len() < body.len() / 4);
+        assert_eq!(super::super::stored_body::unpack(rows[0].2, &rows[0].3).unwrap(), body);
+        assert_eq!((rows[1].0, rows[1].2, rows[1].3.as_slice()), (4, 0, &b"{}"[..]), "too small to pack");
+        assert_eq!(rows[0].1, rows[1].1, "one meter row for both");
+        let attempts: Vec<(i64, i64)> = c
+            .prepare("SELECT attempt, outcome FROM delivery_attempts ORDER BY attempt")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(attempts, [(1, 1), (2, 0)]);
+        let mark: i64 = c
+            .query_row("SELECT count(*) FROM meta WHERE key = 'pack_raw_bodies_after'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mark, 0);
+    }
+
+    #[test]
+    fn a_migration_leaving_a_dangling_reference_is_refused_and_not_applied() {
+        let mut c = Connection::open_in_memory().unwrap();
+        apply_up_to(&mut c, 6).unwrap();
+        c.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        c.execute(
+            "INSERT INTO delivery_attempts (message, at, outcome, duration_ms) VALUES (999, 7, 'retry', 1)",
+            [],
+        )
+        .unwrap();
+        let refused = apply(&mut c).unwrap_err();
+        assert!(
+            matches!(refused, StorageError::Corrupt(ref m) if m.contains("delivery_attempts")),
+            "{refused}"
+        );
+        assert_eq!(status(&c).unwrap().current, 6, "rolled back");
     }
 
     #[test]

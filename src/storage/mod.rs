@@ -13,8 +13,11 @@ mod lock;
 mod message_queries;
 pub mod messages;
 mod migrations;
+#[cfg(test)]
+mod query_plans;
 pub mod reports;
 mod restore;
+pub mod stored_body;
 mod wal_batch;
 
 use std::path::{Path, PathBuf};

@@ -158,10 +158,10 @@ pub fn store_report(conn: &mut Connection, r: &NewReport) -> Result<StoredReport
         let code = r.error_code.as_deref().unwrap_or(FALLBACK_ERROR_CODE);
         let text = format!("eSight reported {} error(s) in report {}", r.error_count, r.esight_id);
         tx.execute(
-            "UPDATE messages SET status = 'rejected', updated_at = ?2, error_code = ?3, error_message = ?4,
+            "UPDATE messages SET status = 4, updated_at = ?2, error_code = ?3, error_message = ?4,
                     lease_until = NULL, next_attempt_at = NULL
              WHERE id = ?1
-               AND (status IN ('delivered', 'delivering') OR (status = 'pending' AND attempts > 0))",
+               AND (status IN (2, 1) OR (status = 0 AND attempts > 0))",
             params![message, r.received_at, code, text],
         )?;
     }

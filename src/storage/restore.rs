@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use super::messages::MessageStatus;
 use super::{DB_FILE, DataDirLock, StorageError, migrations};
 
 /// The first 16 bytes of every SQLite database file.
@@ -207,7 +208,13 @@ fn count_rows(conn: &Connection) -> Result<RestoredCounts, StorageError> {
         Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     };
     let mut stmt = conn.prepare("SELECT status, count(*) FROM messages GROUP BY status ORDER BY status")?;
-    let messages_by_status = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let coded: Vec<(i64, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut messages_by_status = coded
+        .into_iter()
+        .map(|(code, n)| Ok((MessageStatus::from_code(code)?.as_str().to_owned(), n)))
+        .collect::<Result<Vec<(String, i64)>, StorageError>>()?;
+    messages_by_status.sort();
     Ok(RestoredCounts {
         users: count("users")?,
         api_keys: count("api_keys")?,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use energyload::clock::parse_rfc3339_millis;
 use energyload::config::Duration as CfgDuration;
 use energyload::simulator::{Capacity, Faults, Outage, OutageMode, SimConfig};
+use energyload::storage::messages::MessageStatus;
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
@@ -37,7 +38,11 @@ fn post_many(s: &Session, tag: &str, count: usize) -> Vec<String> {
 fn statuses(db: &std::path::Path) -> Vec<(i64, String, i64)> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn.prepare("SELECT id, status, attempts FROM messages ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    let status = |code: i64| MessageStatus::from_code(code).unwrap().as_str().to_owned();
+    stmt.query_map([], |r| Ok((r.get(0)?, status(r.get(1)?), r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// Waits until at least `n` posts are outstanding; returns how many.
@@ -154,7 +159,7 @@ fn sigkill_with_hundreds_of_posts_in_flight_loses_nothing() {
 
     let conn = rusqlite::Connection::open(dir.path().join("data/energyload.db")).unwrap();
     let left: i64 = conn
-        .query_row("SELECT count(*) FROM messages WHERE status = 'delivering'", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM messages WHERE status = 1 -- delivering", [], |r| r.get(0))
         .unwrap();
     let stored: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
     drop(conn);

@@ -101,7 +101,7 @@ fn inspect(db: &Path) -> BTreeSet<String> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let check: String = conn.pragma_query_value(None, "integrity_check", |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
-    let mut stmt = conn.prepare("SELECT id FROM messages WHERE status = 'delivering'").unwrap();
+    let mut stmt = conn.prepare("SELECT id FROM messages WHERE status = 1 -- delivering").unwrap();
     stmt.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(|id| id.unwrap().to_string()).collect()
 }
 

@@ -22,6 +22,11 @@ const DOCKERFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/Dockerfile
 const LEGACY_HASH_MIB: u64 = 100;
 /// Measured idle RSS (BENCHMARKS.md), rounded up (MiB).
 const IDLE_MIB: u64 = 20;
+/// Database bytes per stored delivered 4-datapoint message, measured
+/// (BENCHMARKS.md "Data growth: bytes per message"), rounded up.
+const MEASURED_BYTES_PER_MESSAGE: u64 = 420;
+/// The README's small utility: 10,000 meters, one message per 15 minutes.
+const SMALL_UTILITY_MESSAGES_PER_DAY: u64 = 10_000 * 96;
 
 /// Every manifest document, applied (`*.yaml`) or example (`*.yaml.example`).
 fn manifests() -> Vec<Yaml> {
@@ -173,6 +178,20 @@ fn the_manifests_run_one_locked_down_pod_with_its_volume_config_and_secret() {
         config.storage.data_dir.starts_with(data_root) && config.storage.data_dir != data_root,
         "storage.data_dir {:?} inside the volume at {data_root:?}",
         config.storage.data_dir
+    );
+    // The volume holds the default retention of the README's small utility
+    // (10,000 meters, 15-minute readings) at the measured bytes per message,
+    // above the free-space floor (README "Capacity", BENCHMARKS.md "Data growth").
+    let volume = &claims[0]["spec"]["resources"]["requests"]["storage"];
+    let volume_bytes = mebibytes(volume) * 1024 * 1024;
+    let messages = SMALL_UTILITY_MESSAGES_PER_DAY * u64::from(config.retention.delivered_days);
+    let needed = messages * MEASURED_BYTES_PER_MESSAGE + config.storage.min_free_bytes;
+    assert!(
+        volume_bytes >= needed,
+        "{volume:?} holds {} days of the small utility, retention keeps {}",
+        (volume_bytes - config.storage.min_free_bytes)
+            / (SMALL_UTILITY_MESSAGES_PER_DAY * MEASURED_BYTES_PER_MESSAGE),
+        config.retention.delivered_days
     );
     // Read-only root: log files, if any, must land on a volume.
     assert!(!config.log.files || config.log_dir().starts_with(data_root), "log.dir on a writable volume");

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use energyload::clock::now_millis;
 use energyload::domain::message::Message;
+use energyload::ingest::to_new_message;
 use energyload::storage::delivery::{self, AttemptRecord, Settlement};
 use energyload::storage::ids::IdGenerator;
-use energyload::storage::messages::{self, StoreOutcome};
+use energyload::storage::messages::{self, Dimensions, StoreOutcome};
 use energyload::storage::reports::{self, NewReport};
 use energyload::storage::{Storage, StorageError};
 use rusqlite::Connection;
@@ -34,11 +35,15 @@ fn history(conn: &mut Connection, ids: &mut IdGenerator, name: &str, created: i6
     let body = serde_json::to_vec(&message(name)).unwrap();
     let parsed = Message::parse(&body).unwrap();
     let tx = conn.transaction().unwrap();
-    let stored =
-        messages::store_batch(&tx, ids, created, &[energyload::ingest::to_new_message(parsed)], |a, b| {
-            a == b
-        })
-        .unwrap();
+    let stored = messages::store_batch(
+        &tx,
+        ids,
+        &mut Dimensions::new(),
+        created,
+        &[to_new_message(parsed)],
+        |a, b| a == b,
+    )
+    .unwrap();
     tx.commit().unwrap();
     let [StoreOutcome::Inserted(id)] = stored[..] else { panic!("{name} not inserted: {stored:?}") };
     let (settlement, at, status) = match end {

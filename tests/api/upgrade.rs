@@ -97,6 +97,19 @@ fn check_upgrade(fixture: &Path, version: u32) {
     let marker: String =
         conn.query_row("SELECT value FROM meta WHERE key = 'fixture'", [], |r| r.get(0)).unwrap();
     assert_eq!(marker, seeds::META_MARKER);
+    if version >= 3 {
+        // Migration 7 copies bodies raw; `migrate` packs them all before it ends.
+        let raw: i64 =
+            conn.query_row("SELECT count(*) FROM messages WHERE body_format = 0", [], |r| r.get(0)).unwrap();
+        assert_eq!(raw, 0, "v{version}: bodies left unpacked");
+        let mark: i64 = conn
+            .query_row("SELECT count(*) FROM meta WHERE key = 'pack_raw_bodies_after'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mark, 0, "v{version}: the packing mark stays after packing");
+        let violations: i64 =
+            conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(violations, 0, "v{version}");
+    }
     drop(conn);
     if version >= 2 {
         let out = cli_ok(&config, &["audit", "verify"]);

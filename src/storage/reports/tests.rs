@@ -13,20 +13,30 @@ fn db() -> Connection {
 }
 
 fn add_message(c: &Connection, id: i64, status: &str, attempts: i64) {
+    let status = crate::storage::messages::MessageStatus::parse(status).unwrap().code();
+    c.execute_batch(
+        "INSERT OR IGNORE INTO meters (id, meter_id) VALUES (1, 'M1');
+         INSERT OR IGNORE INTO sites (id, site_id) VALUES (1, 'S1');
+         INSERT OR IGNORE INTO feeds (id, local_market, data_feed_type) VALUES (1, 'lu', 'electricity');",
+    )
+    .unwrap();
     c.execute(
-        "INSERT INTO messages (id, message_id, status, meter_id, site_id, local_market, data_feed_type,
-                               datapoints, attempts, body, created_at, updated_at, lease_until, cycle_started)
-         VALUES (?1, ?2, ?3, 'M1', 'S1', 'lu', 'electricity', 1, ?4, x'7B7D', 1, 1, 99, 1)",
+        "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts, body_format, body,
+                               updated_at, lease_until, cycle_started)
+         VALUES (?1, ?2, ?3, 1, 1, 1, 1, ?4, 0, x'7B7D', 1, 99, 1)",
         params![id, format!("msg-{id}"), status, attempts],
     )
     .unwrap();
 }
 
 fn message_state(c: &Connection, id: i64) -> (String, Option<String>, Option<i64>) {
-    c.query_row("SELECT status, error_code, lease_until FROM messages WHERE id = ?1", [id], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })
-    .unwrap()
+    let (status, code, lease): (i64, _, _) = c
+        .query_row("SELECT status, error_code, lease_until FROM messages WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    let status = crate::storage::messages::MessageStatus::from_code(status).unwrap().as_str().to_owned();
+    (status, code, lease)
 }
 
 fn report(esight_id: &str, message_ref: &str, code: Option<&str>) -> NewReport {

@@ -162,9 +162,10 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
                 work_dir: data_dir.join("litestream"),
                 sync_interval: "1s".into(),
             };
-            let process = tokio::task::spawn_blocking(move || crate::replication::LitestreamProcess::start(&setup))
-                .await
-                .map_err(|e| e.to_string())??;
+            let process =
+                tokio::task::spawn_blocking(move || crate::replication::LitestreamProcess::start(&setup))
+                    .await
+                    .map_err(|e| e.to_string())??;
             config.replication.mode = crate::config::ReplicationMode::Litestream;
             config.replication.socket = Some(process.socket().to_path_buf());
             config.replication.acknowledge = crate::config::Acknowledge::Replicated;

@@ -62,7 +62,10 @@ impl StatusCell {
             let behind_ms = match s.covered_ms {
                 Some(covered) if last_commit_ms > covered => now - covered,
                 Some(_) => 0,
-                None => now - last_commit_ms.max(0).min(now),
+                // Nothing confirmed yet: behind since the last commit at
+                // least (0 before any).
+                None if last_commit_ms > 0 => now - last_commit_ms,
+                None => 0,
             };
             Snapshot {
                 confirming: s.last_error.is_none() && s.confirmed_ms.is_some(),
@@ -97,4 +100,29 @@ pub struct Snapshot {
     pub failures: u64,
     /// Syncs confirmed since start.
     pub confirmations: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatusCell;
+    use crate::clock::now_millis;
+
+    #[test]
+    fn lag_counts_from_the_last_confirmed_moment_only_while_commits_are_newer() {
+        let cell = StatusCell::default();
+        let s = cell.snapshot(0);
+        assert_eq!((s.seconds_behind, s.confirming), (0.0, false), "nothing committed, nothing behind");
+        let now = now_millis();
+        assert!(cell.snapshot(now - 2000).seconds_behind >= 2.0, "a commit and no confirmation yet");
+        cell.confirmed(now - 5000, 7, 7);
+        assert_eq!(cell.snapshot(now - 6000).seconds_behind, 0.0, "every commit is covered");
+        let s = cell.snapshot(now - 1000);
+        assert!(s.seconds_behind >= 5.0 && s.confirming, "a commit after the covered moment: {s:?}");
+        assert!(cell.failed("socket gone"));
+        assert!(!cell.failed("socket gone"), "only the first failure in a row is worth a log line");
+        let s = cell.snapshot(now - 6000);
+        assert_eq!((s.confirming, s.failures, s.last_error.as_deref()), (false, 2, Some("socket gone")));
+        cell.confirmed(now, 8, 8);
+        assert!(cell.snapshot(now).last_error.is_none(), "a confirmation clears the error");
+    }
 }

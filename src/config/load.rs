@@ -573,6 +573,11 @@ mod tests {
             (r.mode, r.acknowledge, r.timeout.get().as_secs()),
             (ReplicationMode::Litestream, Acknowledge::Replicated, 3)
         );
+        let shown = serde_json::to_string(&load(Some(&f), vec![]).unwrap().config).unwrap();
+        assert!(
+            shown.contains("sftp://host/x") && !shown.contains("u:p@"),
+            "credentials never shown: {shown}"
+        );
         let off = load(None, vec![]).unwrap().config.replication;
         assert_eq!((off.mode, off.acknowledge), (ReplicationMode::Off, Acknowledge::Local), "off by default");
         // Each way around a check: a value it does not know, a missing

@@ -93,8 +93,14 @@ pub struct ReplicationConfig {
     /// How long an answer waits for the replica's confirmation before `503`.
     pub timeout: Duration,
     /// The replica's URL or directory, for display only (credentials and
-    /// query strings are removed before it is shown).
+    /// query strings are removed before it is shown, also from the
+    /// effective configuration).
+    #[serde(serialize_with = "replica_without_secrets")]
     pub replica: Option<String>,
+}
+
+fn replica_without_secrets<S: serde::Serializer>(replica: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    replica.as_deref().map(crate::replication::without_secrets).serialize(s)
 }
 
 impl Default for ReplicationConfig {

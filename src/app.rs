@@ -26,7 +26,8 @@ use crate::delivery::{DeliveryHandle, DeliveryService};
 use crate::http::router::Router;
 use crate::http::tls::{TlsMaterial, TlsSlot};
 use crate::metrics::Metrics;
-use crate::storage::ingest::IngestWriter;
+use crate::replication::Replication;
+use crate::storage::ingest::{Acknowledgement, IngestWriter};
 use crate::storage::{DataDirLock, Storage, StorageError};
 
 /// Why the appliance could not start or stopped abnormally.
@@ -100,6 +101,8 @@ pub struct AppState {
     /// Messages refused at ingest in the last hour, by code and API key
     /// (memory only).
     pub invalid_traffic: crate::invalid_traffic::InvalidTraffic,
+    /// Litestream replication (off unless configured).
+    pub replication: Replication,
 }
 
 /// A built, not yet running, appliance.
@@ -120,6 +123,7 @@ struct Prepared {
     directory: Directory,
     open_messages: i64,
     db_used_bytes: u64,
+    replication: Replication,
 }
 
 fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError> {
@@ -152,8 +156,27 @@ fn prepare(config: &Config, metrics: Arc<Metrics>) -> Result<Prepared, AppError>
     let same_content = |a: &[u8], b: &[u8]| {
         a == b || crate::domain::message::content_hash(a) == crate::domain::message::content_hash(b)
     };
-    let (ingest, _writer_thread) = IngestWriter::start(&storage, same_content, move |_| wake.wake())?;
-    Ok(Prepared { lock, storage, workers, ingest, tokens, directory, open_messages, db_used_bytes })
+    let replication = Replication::start(&config.replication, &storage_cfg.data_dir).map_err(|source| {
+        StorageError::Io { context: "cannot start the replication thread".into(), source }
+    })?;
+    let acknowledgement = match (replication.acknowledging(), replication.barrier()) {
+        (Some(barrier), _) => Acknowledgement::Replicated(barrier.clone()),
+        (None, Some(barrier)) => Acknowledgement::LocalReplicated(barrier.clone()),
+        (None, None) => Acknowledgement::Local,
+    };
+    let (ingest, _writer_thread) =
+        IngestWriter::start(&storage, same_content, acknowledgement, move |_| wake.wake())?;
+    Ok(Prepared {
+        lock,
+        storage,
+        workers,
+        ingest,
+        tokens,
+        directory,
+        open_messages,
+        db_used_bytes,
+        replication,
+    })
 }
 
 /// Binds the listen address: the first thing start-up does, so a busy port
@@ -222,6 +245,7 @@ impl App {
             denials: crate::audit::denials::Denials::default(),
             ops_snapshot: crate::api::OpsSnapshot::default(),
             invalid_traffic: Default::default(),
+            replication: p.replication,
             config,
         });
         crate::housekeeping::update_disk_floor(&state);
@@ -269,16 +293,23 @@ impl App {
         })
         .await
         .ok();
+        // While Litestream replicates, only a PASSIVE checkpoint: a
+        // TRUNCATE would restart the WAL under it and force a new snapshot.
+        let mode = if state.replication.is_on() { "PASSIVE" } else { "TRUNCATE" };
         let checkpoint = state
             .storage
-            .run(|c| {
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            .run(move |c| {
+                c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))?;
                 Ok(())
             })
             .await;
         if let Err(e) = checkpoint {
             tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
+        let for_stop = state.clone();
+        tokio::task::spawn_blocking(move || for_stop.replication.stop(std::time::Duration::from_secs(5)))
+            .await
+            .ok();
         tracing::info!("stopped");
         Ok(())
     }

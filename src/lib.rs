@@ -24,6 +24,7 @@ pub mod invalid_traffic;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
+pub mod replication;
 pub mod simulator;
 pub mod storage;
 pub mod systemd_notify;

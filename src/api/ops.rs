@@ -125,8 +125,56 @@ pub async fn metrics(ctx: &RequestContext) -> Result<Response, ApiError> {
                 .collect(),
         },
     ];
+    let replication = replication_gauges(state);
+    let gauges: Vec<Gauge> = gauges.into_iter().chain(replication).collect();
     let text = state.metrics.render(&gauges);
     Ok(response::with_body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text))
+}
+
+/// Litestream replication's gauges (none when replication is off).
+fn replication_gauges(state: &AppState) -> Vec<Gauge> {
+    let Some(r) = state.replication.report() else { return Vec::new() };
+    let s = &r.status;
+    let mut txids = Vec::new();
+    for (kind, txid) in [("local", s.local_txid), ("replicated", s.replicated_txid)] {
+        if let Some(txid) = txid {
+            txids.push((vec![("kind", kind.to_string())], txid as f64));
+        }
+    }
+    let info =
+        vec![("acknowledge", r.acknowledge.to_string()), ("replica", r.replica.clone().unwrap_or_default())];
+    vec![
+        Gauge {
+            name: "energyload_replication_info",
+            help: "Litestream replication: acknowledge mode and the replica (without credentials).",
+            series: vec![(info, 1.0)],
+        },
+        Gauge {
+            name: "energyload_replication_up",
+            help: "1 while the replica confirms syncs, 0 while they fail (or before the first).",
+            series: vec![(vec![], if s.confirming { 1.0 } else { 0.0 })],
+        },
+        Gauge {
+            name: "energyload_replication_lag_seconds",
+            help: "Since when the replica may miss a local commit (0: it holds every commit).",
+            series: vec![(vec![], s.seconds_behind)],
+        },
+        Gauge {
+            name: "energyload_replication_last_confirmed_timestamp_seconds",
+            help: "Unix time of the replica's last confirmation.",
+            series: s.last_confirmed_unix_ms.map(|ms| (vec![], ms as f64 / 1000.0)).into_iter().collect(),
+        },
+        Gauge {
+            name: "energyload_replication_txid",
+            help: "Litestream's transaction id, local and on the replica, at the last confirmation.",
+            series: txids,
+        },
+        Gauge {
+            name: "energyload_replication_failed_syncs",
+            help: "Syncs the replica did not confirm since start.",
+            series: vec![(vec![], s.failures as f64)],
+        },
+    ]
 }
 
 /// The message counts and database size, read again when the last read is
@@ -175,10 +223,34 @@ pub async fn readiness(state: &AppState) -> (bool, Value) {
         json!({"status": "fail", "state": workers.state, "workers": workers.workers,
                "workers_alive": workers.workers_alive, "reason": "a delivery thread has died"})
     };
-    let checks =
+    let mut checks =
         json!({"database": database, "storage": storage, "delivery": delivery, "migrations": migrations});
+    if let Some(replication) = replication_check(state) {
+        checks["replication"] = replication;
+    }
     let ok = checks.as_object().is_some_and(|m| m.values().all(|c| c["status"] == "ok"));
     (ok, json!({"status": if ok { "ok" } else { "fail" }, "checks": checks}))
+}
+
+/// Litestream replication's check (only when `replication.mode` is on):
+/// `fail` with `acknowledge = "replicated"` while the replica does not
+/// confirm (ingest answers `503` then); with `local` it stays `ok` but says
+/// the replica is behind (ingest goes on, unprotected).
+fn replication_check(state: &AppState) -> Option<Value> {
+    let report = state.replication.report()?;
+    let ok = state.replication.ready(&report);
+    let mut check = json!({"status": if ok { "ok" } else { "fail" }});
+    if let (Some(object), Ok(Value::Object(fields))) = (check.as_object_mut(), serde_json::to_value(&report))
+    {
+        object.extend(fields);
+    }
+    if !report.status.confirming {
+        check["reason"] = json!(match report.status.last_error {
+            Some(_) => "the replica does not confirm: is litestream running and its replica reachable?",
+            None => "waiting for the replica's first confirmation",
+        });
+    }
+    Some(check)
 }
 
 /// The database checks: the last ones if they passed less than

@@ -97,7 +97,8 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
                 match checked {
                     Ok(caller) => {
                         ctx.caller = caller;
-                        crate::api::dispatch(route.endpoint, ctx, req).await
+                        let answer = crate::api::dispatch(route.endpoint, ctx, req).await;
+                        confirmed_on_replica(&state, route.endpoint, route.changes_state, answer).await
                     }
                     // The sign-in page's own probe ("am I signed in?") with
                     // nothing to present is not an access attempt: 401, no
@@ -150,6 +151,29 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) 
         tracing::warn!(request_id = %request_id, "answered 500");
     }
     response
+}
+
+/// With `replication.acknowledge = "replicated"`, a successful answer to a
+/// request that changed state (users, keys, sessions, audit events, …) is
+/// sent only once the replica holds the change; otherwise `503` with
+/// `Retry-After`. Ingest waits inside the writer instead (per group, so
+/// it is not waited for twice here).
+async fn confirmed_on_replica(
+    state: &AppState,
+    endpoint: crate::api::Endpoint,
+    changes_state: bool,
+    answer: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    use crate::api::Endpoint;
+    let Some(barrier) = state.replication.acknowledging() else { return answer };
+    let waited_in_writer = matches!(endpoint, Endpoint::PostMessages | Endpoint::SendJsons);
+    match answer {
+        Ok(response) if changes_state && !waited_in_writer && response.status().is_success() => {
+            barrier.replicated().await?;
+            Ok(response)
+        }
+        other => other,
+    }
 }
 
 /// Audits a refusal (`access_denied`) and turns it into its answer. Rate-limit

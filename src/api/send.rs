@@ -95,6 +95,7 @@ fn ingest_error(e: IngestError) -> ApiError {
         ),
         IngestError::Failed => ApiError::internal(),
         IngestError::Stopped => ApiError::unavailable("the server is shutting down", 5),
+        IngestError::Unreplicated(u) => u.into(),
     }
 }
 

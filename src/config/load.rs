@@ -557,4 +557,49 @@ mod tests {
         let f = write(dir.path(), "word.toml", "[log]\naccess = \"sometimes\"\n");
         assert_eq!(load(Some(&f), vec![]).unwrap_err().key, "log.access");
     }
+
+    #[test]
+    fn the_replication_keys_load_and_inconsistent_ones_are_refused_by_name() {
+        use crate::config::{Acknowledge, ReplicationMode};
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(
+            dir.path(),
+            "r.toml",
+            "[replication]\nmode = \"litestream\"\nsocket = \"/run/litestream.sock\"\nacknowledge = \
+             \"replicated\"\ntimeout = \"3s\"\nreplica = \"sftp://u:p@host/x\"\n",
+        );
+        let r = load(Some(&f), vec![]).unwrap().config.replication;
+        assert_eq!(
+            (r.mode, r.acknowledge, r.timeout.get().as_secs()),
+            (ReplicationMode::Litestream, Acknowledge::Replicated, 3)
+        );
+        let shown = serde_json::to_string(&load(Some(&f), vec![]).unwrap().config).unwrap();
+        assert!(
+            shown.contains("sftp://host/x") && !shown.contains("u:p@"),
+            "credentials never shown: {shown}"
+        );
+        let off = load(None, vec![]).unwrap().config.replication;
+        assert_eq!((off.mode, off.acknowledge), (ReplicationMode::Off, Acknowledge::Local), "off by default");
+        // Each way around a check: a value it does not know, a missing
+        // socket, "replicated" without Litestream, a timeout under a second.
+        for (vars, key) in [
+            (vec![("ENERGYLOAD_REPLICATION_MODE", "rsync")], "replication.mode"),
+            (vec![("ENERGYLOAD_REPLICATION_ACKNOWLEDGE", "eventually")], "replication.acknowledge"),
+            (vec![("ENERGYLOAD_REPLICATION_MODE", "litestream")], "replication.socket"),
+            (vec![("ENERGYLOAD_REPLICATION_ACKNOWLEDGE", "replicated")], "replication.acknowledge"),
+            (
+                vec![
+                    ("ENERGYLOAD_REPLICATION_MODE", "litestream"),
+                    ("ENERGYLOAD_REPLICATION_SOCKET", "/run/l.sock"),
+                    ("ENERGYLOAD_REPLICATION_TIMEOUT", "500ms"),
+                ],
+                "replication.timeout",
+            ),
+        ] {
+            let e = load(None, env(&vars)).unwrap_err();
+            assert_eq!(e.key, key, "{vars:?}: {e}");
+        }
+        let e = load(None, env(&[("ENERGYLOAD_REPLICATION_SOKET", "/x")])).unwrap_err();
+        assert!(e.message.contains("ENERGYLOAD_REPLICATION_SOCKET"), "{e}");
+    }
 }

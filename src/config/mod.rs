@@ -42,6 +42,77 @@ pub struct Config {
     pub log: LogConfig,
     /// `[retention]`: how long finished messages are kept.
     pub retention: RetentionConfig,
+    /// `[replication]`: continuous replication by Litestream.
+    pub replication: ReplicationConfig,
+}
+
+/// `replication.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// No replication: every guarantee ends at the local disk.
+    #[default]
+    Off,
+    /// A Litestream process replicates the database (its control socket
+    /// is `replication.socket`).
+    Litestream,
+}
+
+/// `replication.acknowledge`: what `202` (and other changes' answers) wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledge {
+    /// The commit is on the local disk; the replica follows within
+    /// Litestream's sync interval (the loss window if the disk is lost).
+    #[default]
+    Local,
+    /// The commit is confirmed on the replica.
+    Replicated,
+}
+
+impl Acknowledge {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Replicated => "replicated",
+        }
+    }
+}
+
+/// `[replication]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// `off` or `litestream`.
+    pub mode: ReplicationMode,
+    /// Litestream's control socket (`socket.path` in `litestream.yml`).
+    pub socket: Option<PathBuf>,
+    /// `local` or `replicated`.
+    pub acknowledge: Acknowledge,
+    /// How long an answer waits for the replica's confirmation before `503`.
+    pub timeout: Duration,
+    /// The replica's URL or directory, for display only (credentials and
+    /// query strings are removed before it is shown, also from the
+    /// effective configuration).
+    #[serde(serialize_with = "replica_without_secrets")]
+    pub replica: Option<String>,
+}
+
+fn replica_without_secrets<S: serde::Serializer>(replica: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    replica.as_deref().map(crate::replication::without_secrets).serialize(s)
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            mode: ReplicationMode::Off,
+            socket: None,
+            acknowledge: Acknowledge::Local,
+            timeout: Duration::from_secs(5),
+            replica: None,
+        }
+    }
 }
 
 /// `[retention]` section.
@@ -523,6 +594,23 @@ impl Config {
             (0.0..=1.0).contains(&self.log.access_sample),
             "log.access_sample",
             "must be between 0.0 and 1.0",
+        )?;
+        let r = &self.replication;
+        check(
+            r.mode == ReplicationMode::Off || r.socket.is_some(),
+            "replication.socket",
+            "must be set (Litestream's control socket, `socket.path` in litestream.yml) when replication.mode \
+             is \"litestream\"",
+        )?;
+        check(
+            r.acknowledge == Acknowledge::Local || r.mode == ReplicationMode::Litestream,
+            "replication.acknowledge",
+            "\"replicated\" needs replication.mode = \"litestream\"",
+        )?;
+        check(
+            r.timeout.get() >= std::time::Duration::from_secs(1),
+            "replication.timeout",
+            "must be at least 1s",
         )?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(("log.level", format!("is not a valid filter: {e}")));

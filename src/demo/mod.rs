@@ -36,6 +36,8 @@ pub struct DemoOptions {
     pub fresh: bool,
     /// Pause between sample messages.
     pub interval: Duration,
+    /// Run Litestream (this binary) replicating to this directory.
+    pub replicate: Option<(PathBuf, PathBuf)>,
 }
 
 /// Credentials the demo made, printed for the person running it.
@@ -149,7 +151,34 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
     config.esight.post_username = Some(Secret::new(s.post_username.clone()));
     config.esight.post_password = Some(s.post_password.clone());
 
-    let DemoOptions { listener, data_dir, interval, .. } = opts;
+    let DemoOptions { listener, data_dir, interval, replicate, .. } = opts;
+    // The database exists (the identities are in it): Litestream can start.
+    let litestream = match replicate {
+        Some((binary, replica_dir)) => {
+            let setup = crate::replication::LitestreamSetup {
+                binary,
+                database: crate::replication::database_path(&data_dir),
+                replica_dir: replica_dir.clone(),
+                work_dir: data_dir.join("litestream"),
+                sync_interval: "1s".into(),
+            };
+            let process =
+                tokio::task::spawn_blocking(move || crate::replication::LitestreamProcess::start(&setup))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            config.replication.mode = crate::config::ReplicationMode::Litestream;
+            config.replication.socket = Some(process.socket().to_path_buf());
+            config.replication.acknowledge = crate::config::Acknowledge::Replicated;
+            config.replication.replica = Some(replica_dir.display().to_string());
+            println!(
+                "Litestream replicates the demo to {} (config {}); answers wait for the replica",
+                replica_dir.display(),
+                process.config().display()
+            );
+            Some(process)
+        }
+        None => None,
+    };
     let app = App::build_on(config, listener).await.map_err(|e| e.to_string())?;
     print_banner(&base_url, &sim.base_url(), &creds, &data_dir);
 
@@ -172,6 +201,9 @@ pub async fn run(opts: DemoOptions, shutdown: impl std::future::Future<Output = 
     stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || traffic.join()).await;
     sim.shutdown().await;
+    if let Some(mut process) = litestream {
+        let _ = tokio::task::spawn_blocking(move || process.stop()).await;
+    }
     println!(
         "demo stopped: {} messages accepted, {} invalid (refused at ingest); data kept in {}",
         stats.accepted.load(Ordering::Relaxed),

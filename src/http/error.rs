@@ -7,6 +7,7 @@ use hyper::header::{CONNECTION, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::response::{self, Response};
+use crate::replication::Unconfirmed;
 use crate::storage::StorageError;
 
 /// An error answer: status, contract code, human message, optional extra
@@ -127,5 +128,21 @@ impl From<StorageError> for ApiError {
                 Self::internal()
             }
         }
+    }
+}
+
+impl From<Unconfirmed> for ApiError {
+    /// The change is committed locally but the replica did not confirm it:
+    /// no success answer a lost disk could take back. Retrying is safe (a
+    /// message sent again is answered as a duplicate once replicated).
+    fn from(e: Unconfirmed) -> Self {
+        tracing::warn!(error = %e, "answer refused: not confirmed on the replica");
+        Self::unavailable(
+            format!(
+                "the change is stored locally but the replica did not confirm it within {} s; try again",
+                e.timeout_secs
+            ),
+            e.timeout_secs,
+        )
     }
 }

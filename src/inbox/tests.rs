@@ -36,7 +36,8 @@ async fn env() -> Env {
     let (storage, writer) = tokio::task::spawn_blocking(move || {
         let storage = Storage::open(&StorageConfig { data_dir, ..Default::default() }).unwrap();
         storage.migrate().unwrap();
-        let (writer, _thread) = IngestWriter::start(&storage, same_content, |_| {}).unwrap();
+        let (writer, _thread) =
+            IngestWriter::start(&storage, same_content, Default::default(), |_| {}).unwrap();
         (storage, writer)
     })
     .await

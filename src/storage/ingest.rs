@@ -14,7 +14,14 @@
 //! it checkpoints itself
 //! — only the few frames the checkpointer has not copied yet — which lets
 //! SQLite restart the WAL from its beginning, so commits overwrite blocks
-//! already on disk.
+//! already on disk. Both checkpoints are PASSIVE, which Litestream tolerates
+//! (it holds a read transaction so nobody checkpoints past what it copied).
+//!
+//! With `replication.acknowledge = "replicated"` the answers of a committed
+//! group go to the replication barrier instead of straight back: they are
+//! released once Litestream confirms the replica holds the commit, while
+//! this thread goes on committing the next groups (one confirmation covers
+//! every group before it).
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -29,6 +36,7 @@ use super::ids::IdGenerator;
 use super::messages::{self, Dimensions, NewMessage, SameContent, StoreOutcome};
 use super::{Storage, StorageError};
 use crate::clock::now_millis;
+use crate::replication::{Barrier, Unconfirmed};
 
 /// Items per transaction at most; more queued work waits for the next one.
 const MAX_GROUP_ITEMS: usize = 8192;
@@ -60,7 +68,7 @@ fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
 }
 
 /// Why a batch was not stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
     /// The disk is full or the database read-only.
     #[error("storage is not writable")]
@@ -71,6 +79,22 @@ pub enum IngestError {
     /// The writer has stopped (shutdown).
     #[error("the ingest writer has stopped")]
     Stopped,
+    /// Committed locally, but the replica did not confirm in time
+    /// (`acknowledge = "replicated"`).
+    #[error(transparent)]
+    Unreplicated(#[from] Unconfirmed),
+}
+
+/// What the writer does with a committed group's answers.
+#[derive(Clone, Default)]
+pub enum Acknowledgement {
+    /// Answer at once: the commit is on the local disk.
+    #[default]
+    Local,
+    /// Answer at once and tell replication a commit happened (for its lag).
+    LocalReplicated(Barrier),
+    /// Answer once the replica confirms the commit.
+    Replicated(Barrier),
 }
 
 struct Job {
@@ -91,6 +115,7 @@ impl IngestWriter {
     pub fn start(
         storage: &Storage,
         same_content: SameContent,
+        acknowledgement: Acknowledgement,
         on_commit: impl Fn(usize) + Send + 'static,
     ) -> Result<(Self, JoinHandle<()>), StorageError> {
         let conn = storage.open_writer_connection()?;
@@ -117,6 +142,7 @@ impl IngestWriter {
                     Writer { ids, dims: Dimensions::new() },
                     rx,
                     same_content,
+                    &acknowledgement,
                     on_commit,
                     &checkpointer,
                 );
@@ -148,6 +174,7 @@ fn run(
     mut w: Writer,
     mut rx: mpsc::Receiver<Job>,
     same_content: SameContent,
+    acknowledgement: &Acknowledgement,
     on_commit: impl Fn(usize),
     checkpointer: &Checkpointer,
 ) {
@@ -167,9 +194,7 @@ fn run(
             Ok(per_job) => {
                 let inserted =
                     per_job.iter().flatten().filter(|o| matches!(o, StoreOutcome::Inserted(_))).count();
-                for (job, outcomes) in jobs.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(outcomes));
-                }
+                answer(acknowledgement, jobs, per_job);
                 if inserted > 0 {
                     on_commit(inserted);
                 }
@@ -181,8 +206,29 @@ fn run(
                 let failure = if e.is_unwritable() { IngestError::Unwritable } else { IngestError::Failed };
                 tracing::error!(error = %e, requests = jobs.len(), "ingest commit failed");
                 for job in jobs {
-                    let _ = job.reply.send(Err(failure));
+                    let _ = job.reply.send(Err(failure.clone()));
                 }
+            }
+        }
+    }
+}
+
+/// Answers a committed group now, or hands its answers to the replication
+/// barrier (and goes on with the next group).
+fn answer(acknowledgement: &Acknowledgement, jobs: Vec<Job>, per_job: Vec<Vec<StoreOutcome>>) {
+    let answers: Vec<_> = jobs.into_iter().map(|j| j.reply).zip(per_job).collect();
+    match acknowledgement {
+        Acknowledgement::Replicated(barrier) => barrier.after_replicated(Box::new(move |outcome| {
+            for (reply, outcomes) in answers {
+                let _ = reply.send(outcome.clone().map(|()| outcomes).map_err(IngestError::from));
+            }
+        })),
+        other => {
+            if let Acknowledgement::LocalReplicated(barrier) = other {
+                barrier.note_commit();
+            }
+            for (reply, outcomes) in answers {
+                let _ = reply.send(Ok(outcomes));
             }
         }
     }

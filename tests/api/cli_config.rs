@@ -71,7 +71,7 @@ fn a_mistyped_section_or_key_names_file_line_and_the_name_meant() {
         stderr_line(&run_cli(&file, &["config", "check"])),
         format!(
             "config error: metrics: unknown section; the sections are [server], [storage], [auth], \
-             [esight], [delivery], [inbox], [audit], [log], [retention] {}",
+             [esight], [delivery], [inbox], [audit], [log], [retention], [replication] {}",
             at(1)
         )
     );

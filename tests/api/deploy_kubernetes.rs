@@ -69,6 +69,13 @@ fn named<'a>(items: &'a Yaml, name: &str) -> &'a Yaml {
     list(items).iter().find(|i| i["name"].as_str() == Some(name)).unwrap_or_else(|| panic!("no {name}"))
 }
 
+/// The Secret called `name`.
+fn secret_named<'a>(docs: &'a [Yaml], name: &str) -> &'a Yaml {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some("Secret") && d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no Secret {name}"))
+}
+
 /// A memory quantity such as `128Mi` or `1Gi`, in MiB.
 fn mebibytes(q: &Yaml) -> u64 {
     let q = q.as_str().expect("a quantity string");
@@ -120,7 +127,7 @@ fn the_manifests_run_one_locked_down_pod_with_its_volume_config_and_secret() {
     let mounts = &container["volumeMounts"];
 
     // The Secret: mounted read-only, its keys the files the config names.
-    let secret = the(&docs, "Secret");
+    let secret = secret_named(&docs, "energyload-esight");
     let secret_name = secret["metadata"]["name"].as_str().unwrap();
     let secret_volume = list(&pod["volumes"])
         .iter()
@@ -296,4 +303,91 @@ fn the_image_is_the_static_binary_alone_run_as_a_non_root_user() {
     assert_eq!(pod["securityContext"]["runAsUser"].as_i64().map(|u| u.to_string()).as_deref(), Some(uid));
     let port = list(&pod["containers"])[0]["ports"][0]["containerPort"].as_i64().unwrap();
     assert_eq!(get("EXPOSE"), Some(port.to_string().as_str()));
+}
+
+#[test]
+fn litestream_runs_as_a_locked_down_sidecar_on_the_same_database_and_socket() {
+    let docs = manifests();
+    let set = the(&docs, "StatefulSet");
+    let pod = &set["spec"]["template"]["spec"];
+    let app = &list(&pod["containers"])[0];
+    let sidecar = named(&pod["initContainers"], "litestream");
+    assert_eq!(sidecar["restartPolicy"].as_str(), Some("Always"), "a native sidecar: up before energyload");
+    let map = the(&docs, "ConfigMap");
+    let yml = map["data"]["litestream.yml"].as_str().expect("litestream.yml in the ConfigMap");
+    let ls = &YamlLoader::load_from_str(yml).unwrap()[0];
+
+    // Its config is the ConfigMap's litestream.yml, where it mounts it.
+    let config_volume = list(&pod["volumes"])
+        .iter()
+        .find(|v| v["configMap"]["name"].as_str() == map["metadata"]["name"].as_str())
+        .unwrap();
+    let config_mount = named(&sidecar["volumeMounts"], config_volume["name"].as_str().unwrap());
+    let mut argv = strings(&sidecar["command"]);
+    argv.extend(strings(&sidecar["args"]));
+    let yml_path = format!("{}/litestream.yml", config_mount["mountPath"].as_str().unwrap());
+    assert_eq!(argv, ["/usr/local/bin/litestream", "replicate", "-config", yml_path.as_str()]);
+
+    // The same database: the data volume at the same path in both containers.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_named(&docs, "energyload-esight");
+    let keys: Vec<&str> =
+        secret["stringData"].as_hash().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    let config_text = map["data"]["config.toml"].as_str().unwrap();
+    let config = checked_config(config_text, "/run/secrets/esight", &keys, dir.path());
+    let claim = list(&set["spec"]["volumeClaimTemplates"])[0]["metadata"]["name"].as_str().unwrap();
+    assert_eq!(
+        named(&sidecar["volumeMounts"], claim)["mountPath"],
+        named(&app["volumeMounts"], claim)["mountPath"]
+    );
+    let dbs = list(&ls["dbs"]);
+    assert_eq!(dbs.len(), 1);
+    assert_eq!(Path::new(dbs[0]["path"].as_str().unwrap()), config.storage.data_dir.join("energyload.db"));
+
+    // The control socket: the one [replication] names, on an emptyDir both mount.
+    assert_eq!(config.replication.mode, energyload::config::ReplicationMode::Litestream);
+    assert_eq!(config.replication.acknowledge, energyload::config::Acknowledge::Replicated);
+    let socket = Path::new(ls["socket"]["path"].as_str().unwrap());
+    assert_eq!(ls["socket"]["enabled"].as_bool(), Some(true));
+    assert_eq!(config.replication.socket.as_deref(), Some(socket));
+    let shared = list(&pod["volumes"]).iter().find(|v| {
+        !v["emptyDir"].is_badvalue() && {
+            let name = v["name"].as_str().unwrap();
+            [sidecar, app].iter().all(|c| {
+                list(&c["volumeMounts"]).iter().any(|m| {
+                    m["name"].as_str() == Some(name)
+                        && socket.parent() == Some(Path::new(m["mountPath"].as_str().unwrap()))
+                })
+            })
+        }
+    });
+    assert!(shared.is_some(), "the socket's directory is an emptyDir mounted in both containers");
+
+    // Credentials from a Secret, as environment variables the config refers to;
+    // none written into the ConfigMap.
+    let secret_name = list(&sidecar["envFrom"])[0]["secretRef"]["name"].as_str().expect("envFrom a Secret");
+    let creds = secret_named(&docs, secret_name);
+    let replica = &dbs[0]["replica"];
+    for key in ["access-key-id", "secret-access-key"] {
+        let value = replica[key].as_str().unwrap();
+        let var = value
+            .strip_prefix("${")
+            .and_then(|v| v.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{key}: {value}"));
+        assert!(!creds["stringData"][var].is_badvalue(), "{var} is a key of the Secret {secret_name}");
+    }
+    // The replica shown to people is the bucket, without credentials.
+    let shown = config.replication.replica.as_deref().unwrap();
+    assert_eq!(
+        shown,
+        format!("s3://{}/{}", replica["bucket"].as_str().unwrap(), replica["path"].as_str().unwrap())
+    );
+
+    // Locked down like energyload.
+    let sc = &sidecar["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(sc["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"));
+    assert!(mebibytes(&sidecar["resources"]["limits"]["memory"]) > 0, "a memory limit");
 }

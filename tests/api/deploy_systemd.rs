@@ -16,6 +16,8 @@ use crate::common::process::bin;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/energyload.service");
 const VM_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/config.toml");
+const LITESTREAM_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/energyload-litestream.service");
+const LITESTREAM_YML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/litestream.yml");
 const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/energyload.sysusers");
 /// Where the unit expects the binary.
 const INSTALLED_BIN: &str = "/usr/local/bin/energyload";
@@ -231,4 +233,114 @@ fn systemd_analyze_verifies_the_unit() {
     // The sandbox as systemd rates it: exposure at most 2.0 ("OK") of 10.
     let (ok, output) = analyze(&tool, &["security", "--offline=yes", "--threshold=20", "--no-pager"], &unit);
     assert!(ok, "systemd-analyze security rates the unit's exposure above 2.0:\n{output}");
+}
+
+/// The value of `key:` on its first uncommented line in a YAML text.
+fn yaml_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key}: in litestream.yml"))
+        .trim()
+}
+
+#[test]
+fn the_litestream_unit_is_hardened_like_ours_and_matches_the_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = checked_vm_config(dir.path());
+    let ours = parse_unit(&std::fs::read_to_string(UNIT).unwrap());
+    let unit = parse_unit(&std::fs::read_to_string(LITESTREAM_UNIT).unwrap());
+    let yml = std::fs::read_to_string(LITESTREAM_YML).unwrap();
+    let service = "Service";
+    assert_eq!(
+        one(&unit, service, "ExecStart"),
+        "/usr/local/bin/litestream replicate -config /etc/energyload/litestream.yml"
+    );
+    assert_eq!(
+        one(&unit, "Unit", "Before"),
+        "energyload.service",
+        "up before energyload's readiness needs it"
+    );
+    // Same user as energyload (it shares the data directory), and every
+    // hardening key of ours with the same value, except the paths.
+    assert_eq!(one(&unit, service, "User"), one(&ours, service, "User"));
+    for key in [
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictSUIDSGID",
+        "MemoryDenyWriteExecute",
+        "LockPersonality",
+        "SystemCallArchitectures",
+        "UMask",
+    ] {
+        assert_eq!(one(&unit, service, key), one(&ours, service, key), "{key}");
+    }
+    assert_eq!(unit[service]["CapabilityBoundingSet"].last().map(String::as_str), Some(""));
+    assert_eq!(items(&unit, service, "SystemCallFilter"), items(&ours, service, "SystemCallFilter"));
+    // It may write the data directory and the replica directory, nothing else.
+    let writable: BTreeSet<PathBuf> =
+        items(&unit, service, "ReadWritePaths").into_iter().map(PathBuf::from).collect();
+    let database = PathBuf::from(
+        yml.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("- path:"))
+            .expect("a database in litestream.yml")
+            .trim(),
+    );
+    // The first `path:` is the socket's (its block comes first), the next the replica's.
+    let socket = PathBuf::from(yaml_value(&yml, "path"));
+    assert_eq!(
+        socket.parent(),
+        Some(Path::new("/run").join(one(&unit, service, "RuntimeDirectory")).as_path())
+    );
+    assert_eq!(
+        database,
+        config.storage.data_dir.join("energyload.db"),
+        "litestream.yml replicates our database"
+    );
+    let replica_dir = yml
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("path:"))
+        .map(|p| PathBuf::from(p.trim()))
+        .find(|p| *p != socket)
+        .expect("the directory replica's path");
+    assert_eq!(writable, BTreeSet::from([config.storage.data_dir.clone(), replica_dir.clone()]));
+    // The commented [replication] block of the VM config, switched on, names
+    // that socket and passes `config check`.
+    let vm = std::fs::read_to_string(VM_CONFIG).unwrap();
+    let block: String = vm
+        .lines()
+        .skip_while(|l| *l != "# [replication]")
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    assert!(block.contains(&format!("socket = {:?}", socket.display().to_string())), "{block}");
+    let file = dir.path().join("with-replication.toml");
+    std::fs::write(&file, format!("{block}\n[storage]\ndata_dir = {:?}\n", dir.path().join("data"))).unwrap();
+    config = energyload::config::load(Some(&file), Vec::new()).unwrap().config;
+    assert_eq!(config.replication.socket.as_deref(), Some(socket.as_path()));
+
+    if let Some(tool) = systemd_analyze() {
+        let verify_dir = dir.path().join("verify");
+        std::fs::create_dir(&verify_dir).unwrap();
+        let copy = verify_dir.join("energyload-litestream.service");
+        std::fs::write(&copy, std::fs::read_to_string(LITESTREAM_UNIT).unwrap()).unwrap();
+        let (_, output) = analyze(&tool, &["verify", "--recursive-errors=no"], &copy);
+        for line in output.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                line.contains("/usr/local/bin/litestream") || line.contains("energyload.service"),
+                "systemd-analyze verify: {line}"
+            );
+        }
+    }
 }

@@ -34,6 +34,7 @@ mod ops;
 mod outage;
 mod passwords;
 mod reload;
+mod replication;
 mod reports;
 mod restore;
 mod retention;

@@ -1,4 +1,5 @@
-// pages/system.js — System (admin): version, readiness checks (also when 503), the effective
+// pages/system.js — System (admin): version, readiness checks (also when 503; with Litestream
+// replication its check shows lag, txids, last confirmation and the replica), the effective
 // configuration with secrets redacted by the server, and the backup download link. Byte counts
 // read as sizes ("78.2 GiB").
 
@@ -18,6 +19,10 @@ const show = (v) => {
 const showField = (k, v) => {
   if (/_bytes$/.test(k) && typeof v === 'number') {
     return el('span', { class: 'mono', title: `${v.toLocaleString('en')} bytes`, 'data-bytes': String(v) }, fmtBytes(v));
+  }
+  // Unix times in milliseconds (replication's last confirmation) as a UTC time.
+  if (/_unix_ms$/.test(k) && typeof v === 'number') {
+    return el('span', { class: 'mono', title: String(v) }, new Date(v).toISOString());
   }
   return show(v);
 };

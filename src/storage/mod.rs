@@ -15,6 +15,7 @@ pub mod messages;
 mod migrations;
 pub mod reports;
 mod restore;
+pub mod retention;
 mod wal_batch;
 
 use std::path::{Path, PathBuf};

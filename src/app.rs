@@ -98,6 +98,8 @@ pub struct AppState {
     pub denials: crate::audit::denials::Denials,
     /// The at most one second old values `/readyz` and `/metrics` answer from.
     pub ops_snapshot: crate::api::OpsSnapshot,
+    /// Message counts and failure groups, reused while computing them is slow.
+    pub slow_reads: crate::api::SlowReads,
     /// Messages refused at ingest in the last hour, by code and API key
     /// (memory only).
     pub invalid_traffic: crate::invalid_traffic::InvalidTraffic,
@@ -244,6 +246,7 @@ impl App {
             stopping: AtomicBool::new(false),
             denials: crate::audit::denials::Denials::default(),
             ops_snapshot: crate::api::OpsSnapshot::default(),
+            slow_reads: crate::api::SlowReads::default(),
             invalid_traffic: Default::default(),
             replication: p.replication,
             config,

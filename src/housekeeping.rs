@@ -5,12 +5,14 @@
 //! ingest floor) and the database's size (`storage.max_db_bytes`) and
 //! checkpoints the WAL passively; every 5 s it refreshes the open-message count and writes
 //! API-key last-use times; every 10 minutes it purges expired sessions,
-//! applies audit and message retention. Every tick it also writes the
+//! applies audit retention and hands a message retention pass to the ingest
+//! writer (which deletes in chunks between its commit groups). Every tick it also writes the
 //! summaries of closed `access_denied` windows (`audit::denials`), and at
 //! stop the summaries of every open one, after the last request was served.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,8 @@ use rusqlite::Connection;
 
 use crate::app::AppState;
 use crate::clock::now_millis;
+use crate::storage::ingest::RetentionReport;
+use crate::storage::retention::{DEFAULT_CHUNK_ROWS, RetentionPass};
 use crate::storage::{StorageError, audit, identity, messages};
 
 const TICK: Duration = Duration::from_millis(500);
@@ -32,6 +36,7 @@ fn run(state: &AppState, mut conn: Connection) {
     let mut last_second = Instant::now();
     let mut last_five = Instant::now();
     let mut last_prune: Option<Instant> = None;
+    let mut message_retention: Option<Receiver<RetentionReport>> = None;
     while !state.stopping.load(Ordering::Acquire) {
         if let Err(e) = state.directory.refresh(&conn) {
             tracing::warn!(error = %e, "identity reload failed");
@@ -66,6 +71,7 @@ fn run(state: &AppState, mut conn: Connection) {
             if let Err(e) = prune(state, &mut conn) {
                 tracing::warn!(error = %e, "retention pass failed");
             }
+            start_message_retention(state, &mut message_retention);
         }
         std::thread::park_timeout(TICK);
     }
@@ -122,14 +128,31 @@ fn prune(state: &AppState, conn: &mut Connection) -> Result<(), StorageError> {
     let sessions = identity::purge_expired_sessions(conn, now - 120_000)?;
     let audit_days = i64::from(state.config.audit.retention_days);
     let events = audit::prune_before(conn, now - audit_days * DAY_MS)?;
-    let r = &state.config.retention;
-    let done = messages::prune_finished(
-        conn,
-        now - i64::from(r.delivered_days) * DAY_MS,
-        now - i64::from(r.failed_days) * DAY_MS,
-    )?;
-    if sessions + events + done > 0 {
-        tracing::info!(sessions, audit_events = events, messages = done, "retention pass");
+    if sessions + events > 0 {
+        tracing::info!(sessions, audit_events = events, "retention pass");
     }
     Ok(())
+}
+
+/// Hands a message retention pass to the ingest writer, which deletes in
+/// chunks between its commit groups (so retention never holds the write
+/// lock against ingest), unless the previous pass is still running.
+fn start_message_retention(state: &AppState, running: &mut Option<Receiver<RetentionReport>>) {
+    if running.as_ref().is_some_and(|r| matches!(r.try_recv(), Err(TryRecvError::Empty))) {
+        return;
+    }
+    let now = now_millis();
+    let r = &state.config.retention;
+    let pass = RetentionPass::new(
+        now - i64::from(r.delivered_days) * DAY_MS,
+        now - i64::from(r.failed_days) * DAY_MS,
+        DEFAULT_CHUNK_ROWS,
+    );
+    *running = match state.ingest.start_retention(pass) {
+        Ok(report) => Some(report),
+        Err(e) => {
+            tracing::warn!(error = %e, "message retention not started; next try in 10 minutes");
+            None
+        }
+    };
 }

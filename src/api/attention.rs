@@ -42,7 +42,10 @@ pub async fn attention(ctx: RequestContext) -> Result<Response, ApiError> {
     let now = now_millis();
     let invalid = state.invalid_traffic.last_hour(now);
     let want_key_names = invalid.iter().any(|t| t.api_key_id.is_some());
-    let (pause, groups, counts, oldest, key_names) = state
+    let counts = state.slow_reads.counts.get(|| state.storage.run(|c| messages::counts_by_status(c))).await?;
+    let mut groups = super::send::failure_groups(state, MessageStatus::Failed).await?;
+    groups.truncate(GROUPS);
+    let (pause, oldest, key_names) = state
         .storage
         .run(move |c| {
             let names: HashMap<String, String> = if want_key_names {
@@ -50,13 +53,7 @@ pub async fn attention(ctx: RequestContext) -> Result<Response, ApiError> {
             } else {
                 HashMap::new()
             };
-            Ok((
-                delivery::pause_info(c)?,
-                messages::failure_groups(c, MessageStatus::Failed, GROUPS)?,
-                messages::counts_by_status(c)?,
-                messages::oldest_pending_created(c)?,
-                names,
-            ))
+            Ok((delivery::pause_info(c)?, messages::oldest_pending_created(c)?, names))
         })
         .await?;
     let status = state.delivery.status();

@@ -17,6 +17,7 @@ mod pipeline;
 mod receive;
 mod send;
 mod session;
+pub mod slow_reads;
 mod users;
 
 use hyper::Request;
@@ -33,6 +34,7 @@ pub use context::RequestContext;
 pub type Route = crate::http::router::Route<Endpoint>;
 
 pub use ops::{OPENAPI_JSON, OpsSnapshot, readiness};
+pub use slow_reads::SlowReads;
 
 /// Every endpoint the appliance answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -186,7 +186,11 @@ async fn stored_state(state: &AppState) -> Result<StoredState, ApiError> {
     }
     let started = Instant::now();
     state.metrics.stored_state_reads.fetch_add(1, Ordering::Relaxed);
-    let counts = state.storage.run(|c| crate::storage::messages::counts_by_status(c)).await?;
+    let counts = state
+        .slow_reads
+        .counts
+        .get(|| state.storage.run(|c| crate::storage::messages::counts_by_status(c)))
+        .await?;
     let value = StoredState { counts, db_size_bytes: state.storage.db_size_bytes() };
     *slot = Some(Timed { started, value: value.clone() });
     Ok(value)

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::RequestContext;
 use super::params::{Query, page};
+use super::slow_reads::FAILURE_GROUPS_MAX;
 use crate::audit::EventType;
 use crate::clock::{format_millis, now_millis};
 use crate::domain::attention::{FailureFacts, failure_reason};
@@ -262,17 +263,15 @@ pub async fn retry(ctx: RequestContext) -> Result<Response, ApiError> {
 pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
     let now = now_millis();
     let hour_ago = now - 3_600_000;
-    let (counts, d, failures, groups) = ctx
-        .state
+    let state = &ctx.state;
+    let counts = state.slow_reads.counts.get(|| state.storage.run(|c| messages::counts_by_status(c))).await?;
+    let mut groups = failure_groups(state, MessageStatus::Failed).await?;
+    groups.truncate(10);
+    let (d, failures) = state
         .storage
         .run(move |c| {
             let failed = MessageFilter { status: Some(MessageStatus::Failed), ..Default::default() };
-            Ok((
-                messages::counts_by_status(c)?,
-                messages::delivery_stats(c, hour_ago)?,
-                messages::list(c, &failed, None, 10)?,
-                messages::failure_groups(c, MessageStatus::Failed, 10)?,
-            ))
+            Ok((messages::delivery_stats(c, hour_ago)?, messages::list(c, &failed, None, 10)?))
         })
         .await?;
     let by_status: serde_json::Map<String, Value> =
@@ -309,8 +308,15 @@ pub async fn stats(ctx: RequestContext) -> Result<Response, ApiError> {
     Ok(response::json(StatusCode::OK, &body))
 }
 
-/// Failure groups listed at most.
-const FAILURE_GROUPS_MAX: usize = 100;
+/// The `status` failure groups (failed or rejected), at most
+/// [`FAILURE_GROUPS_MAX`], through the shared slow reads.
+pub(super) async fn failure_groups(
+    state: &crate::app::AppState,
+    status: MessageStatus,
+) -> Result<Vec<FailureGroup>, ApiError> {
+    let read = || state.storage.run(move |c| messages::failure_groups(c, status, FAILURE_GROUPS_MAX));
+    Ok(state.slow_reads.groups(status).get(read).await?)
+}
 
 /// `GET /api/v1/service/send/failures`: failed (or, with `status=rejected`,
 /// rejected) messages grouped by cause, largest group first.
@@ -323,8 +329,7 @@ pub async fn failures(ctx: RequestContext, query: Option<&str>) -> Result<Respon
             return Err(ApiError::bad_request(format!("status must be failed or rejected, not {other:?}")));
         }
     };
-    let groups =
-        ctx.state.storage.run(move |c| messages::failure_groups(c, status, FAILURE_GROUPS_MAX)).await?;
+    let groups = failure_groups(&ctx.state, status).await?;
     let items: Vec<Value> = groups.into_iter().map(|g| failure_group_view(status, g)).collect();
     Ok(response::json(StatusCode::OK, &json!({"items": items})))
 }

@@ -22,18 +22,30 @@
 //! released once Litestream confirms the replica holds the commit, while
 //! this thread goes on committing the next groups (one confirmation covers
 //! every group before it).
+//!
+//! Message retention runs here too, a chunk of rows at a time
+//! ([`RetentionPass`]), so that it never competes with ingest for SQLite's
+//! one write lock: once no request came for [`IDLE_BEFORE_PRUNE`] the writer
+//! deletes one chunk,
+//! then looks at its queue again; while requests keep coming it still runs
+//! one chunk every [`BUSY_PRUNE_EVERY`] between two groups, so a pass always
+//! ends. A pass in progress is abandoned (between chunks) when the writer
+//! stops; the next pass continues where it left off.
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, channel, sync_channel};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ids::IdGenerator;
 use super::messages::{self, Dimensions, NewMessage, SameContent, StoreOutcome};
+use super::retention::RetentionPass;
 use super::{Storage, StorageError};
 use crate::clock::now_millis;
 use crate::replication::{Barrier, Unconfirmed};
@@ -55,6 +67,16 @@ const CHECKPOINT_SOON_PAGES: c_int = 1000;
 /// WAL size (in pages) above which the writer finishes the checkpoint itself
 /// between two groups, so that the WAL restarts.
 const CHECKPOINT_NOW_PAGES: c_int = 2000;
+/// While requests keep the writer busy, a retention chunk runs between two
+/// groups at most this often. Measured at 10 million messages: a chunk after
+/// every momentary empty queue, or every 20 ms, cut 4-datapoint ingest from
+/// ~16,000 to ~1,000 req/s (each chunk is a commit with its own sync).
+pub const BUSY_PRUNE_EVERY: Duration = Duration::from_millis(200);
+/// The writer counts as idle, and runs retention chunks back to back, once
+/// no request arrived for this long.
+pub const IDLE_BEFORE_PRUNE: Duration = Duration::from_millis(5);
+/// How often an idle writer with a pass in hand looks at its queue.
+const IDLE_POLL: Duration = Duration::from_micros(500);
 
 thread_local! {
     /// Pages in the WAL after the writer's last commit (set by the WAL hook,
@@ -102,10 +124,49 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<StoreOutcome>, IngestError>>,
 }
 
+/// What the writer's queue carries.
+enum Work {
+    Store(Job),
+    Prune(Pruning),
+}
+
+/// A retention pass in the writer's hands.
+struct Pruning {
+    pass: RetentionPass,
+    done: Sender<RetentionReport>,
+    started: Instant,
+    last_chunk: Instant,
+}
+
+/// How a retention pass run by the writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Messages deleted.
+    pub deleted: usize,
+    /// Chunks run (one transaction each).
+    pub chunks: usize,
+    /// False when the pass stopped early (the writer stopped, or a chunk
+    /// failed).
+    pub finished: bool,
+    /// From the pass's arrival at the writer to its end.
+    pub elapsed: Duration,
+}
+
+/// Why a retention pass was not handed to the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RetentionRefused {
+    /// The writer's queue is full; try again later.
+    #[error("the ingest writer is busy")]
+    Busy,
+    /// The writer has stopped (shutdown).
+    #[error("the ingest writer has stopped")]
+    Stopped,
+}
+
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct IngestWriter {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Work>,
 }
 
 impl IngestWriter {
@@ -158,8 +219,26 @@ impl IngestWriter {
     /// Stores `items`; resolves once they are committed to disk.
     pub async fn store(&self, items: Vec<NewMessage>) -> Result<Vec<StoreOutcome>, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job { items, reply }).await.map_err(|_| IngestError::Stopped)?;
+        self.queue.send(Work::Store(Job { items, reply })).await.map_err(|_| IngestError::Stopped)?;
         answer.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Hands `pass` to the writer, which runs its chunks between commit
+    /// groups (see the module comment); never blocks. The receiver gets the
+    /// pass's report at its end (or early stop); it sees the sender dropped
+    /// if another pass was still running (that one goes on).
+    pub fn start_retention(
+        &self,
+        pass: RetentionPass,
+    ) -> Result<Receiver<RetentionReport>, RetentionRefused> {
+        let (done, report) = channel();
+        let now = Instant::now();
+        let work = Work::Prune(Pruning { pass, done, started: now, last_chunk: now });
+        match self.queue.try_send(work) {
+            Ok(()) => Ok(report),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(RetentionRefused::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RetentionRefused::Stopped),
+        }
     }
 }
 
@@ -172,21 +251,54 @@ struct Writer {
 fn run(
     mut conn: Connection,
     mut w: Writer,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Work>,
     same_content: SameContent,
     acknowledgement: &Acknowledgement,
     on_commit: impl Fn(usize),
     checkpointer: &Checkpointer,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let mut pruning: Option<Pruning> = None;
+    let mut last_work = Instant::now();
+    loop {
+        let work = if pruning.is_some() {
+            match rx.try_recv() {
+                Ok(work) => work,
+                Err(TryRecvError::Empty) if last_work.elapsed() >= IDLE_BEFORE_PRUNE => {
+                    // Idle: one chunk, then look at the queue again.
+                    prune_chunk(&conn, &mut pruning, checkpointer);
+                    continue;
+                }
+                Err(TryRecvError::Empty) => {
+                    std::thread::sleep(IDLE_POLL);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(work) => work,
+                None => break,
+            }
+        };
+        let first = match work {
+            Work::Store(job) => {
+                last_work = Instant::now();
+                job
+            }
+            Work::Prune(p) => {
+                begin_pruning(&mut pruning, p);
+                continue;
+            }
+        };
         let mut total = first.items.len();
         let mut jobs = vec![first];
         while total < MAX_GROUP_ITEMS {
             match rx.try_recv() {
-                Ok(job) => {
+                Ok(Work::Store(job)) => {
                     total += job.items.len();
                     jobs.push(job);
                 }
+                Ok(Work::Prune(p)) => begin_pruning(&mut pruning, p),
                 Err(_) => break,
             }
         }
@@ -210,7 +322,60 @@ fn run(
                 }
             }
         }
+        if pruning.as_ref().is_some_and(|p| p.last_chunk.elapsed() >= BUSY_PRUNE_EVERY) {
+            prune_chunk(&conn, &mut pruning, checkpointer);
+        }
     }
+    if let Some(p) = pruning {
+        finish_pruning(p, false);
+    }
+}
+
+/// Takes a pass unless one is running (then the new one is dropped, which
+/// its receiver sees).
+fn begin_pruning(pruning: &mut Option<Pruning>, mut p: Pruning) {
+    if pruning.is_none() {
+        p.started = Instant::now();
+        *pruning = Some(p);
+    }
+}
+
+/// Runs the pass's next chunk; ends the pass when it is done or failed.
+fn prune_chunk(conn: &Connection, pruning: &mut Option<Pruning>, checkpointer: &Checkpointer) {
+    let Some(p) = pruning.as_mut() else { return };
+    let result = p.pass.step(conn);
+    p.last_chunk = Instant::now();
+    keep_wal_small(conn, checkpointer, 0);
+    match result {
+        Ok(_) if !p.pass.is_done() => {}
+        Ok(_) => finish_pruning(pruning.take().expect("a pass in hand"), true),
+        Err(e) => {
+            tracing::warn!(error = %e, "retention chunk failed; the next pass goes on from here");
+            finish_pruning(pruning.take().expect("a pass in hand"), false);
+        }
+    }
+}
+
+fn finish_pruning(p: Pruning, finished: bool) {
+    let report = RetentionReport {
+        deleted: p.pass.deleted(),
+        chunks: p.pass.chunks(),
+        finished,
+        elapsed: p.started.elapsed(),
+    };
+    let seconds = report.elapsed.as_secs_f64();
+    if report.deleted > 0 || !finished {
+        tracing::info!(
+            messages = report.deleted,
+            chunks = report.chunks,
+            finished,
+            seconds,
+            "message retention pass"
+        );
+    } else {
+        tracing::debug!(chunks = report.chunks, seconds, "message retention pass");
+    }
+    let _ = p.done.send(report);
 }
 
 /// Answers a committed group now, or hands its answers to the replication

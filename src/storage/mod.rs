@@ -17,6 +17,7 @@ mod migrations;
 mod query_plans;
 pub mod reports;
 mod restore;
+pub mod retention;
 pub mod stored_body;
 mod wal_batch;
 

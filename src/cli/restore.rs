@@ -66,6 +66,15 @@ pub fn run(loaded: &LoadedConfig, file: &Path) -> ExitCode {
 
 fn restore(loaded: &LoadedConfig, file: &Path) -> Result<RestoreReport, RestoreError> {
     let config = &loaded.config;
+    let lock = lock_for_restore(config)?;
+    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    restore_locked(config, &lock, &file, None)
+}
+
+/// Creates the data directory if needed and takes its lock (a running
+/// server holds it: refused as in use); refuses while Litestream replicates
+/// the database.
+fn lock_for_restore(config: &crate::config::Config) -> Result<DataDirLock, RestoreError> {
     let data_dir = &config.storage.data_dir;
     storage::create_private_dir(data_dir)?;
     let lock = DataDirLock::acquire(data_dir).map_err(|e| match e {
@@ -73,8 +82,7 @@ fn restore(loaded: &LoadedConfig, file: &Path) -> Result<RestoreReport, RestoreE
         other => RestoreError::Storage(other),
     })?;
     refuse_while_replicating(config)?;
-    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    restore_locked(config, &lock, &file, None)
+    Ok(lock)
 }
 
 fn restore_locked(
@@ -137,12 +145,7 @@ fn restore_from_replica(
 ) -> Result<RestoreReport, RestoreError> {
     let config = &loaded.config;
     let data_dir = &config.storage.data_dir;
-    storage::create_private_dir(data_dir)?;
-    let lock = DataDirLock::acquire(data_dir).map_err(|e| match e {
-        StorageError::Locked { .. } => RestoreError::InUse(e),
-        other => RestoreError::Storage(other),
-    })?;
-    refuse_while_replicating(config)?;
+    let lock = lock_for_restore(config)?;
     let key = data_dir.join(crate::audit::chain_key::KEY_FILE_NAME);
     if !key.exists() {
         return Err(RestoreError::ChainKeyMissing(key.display().to_string()));

@@ -23,22 +23,8 @@ const INGEST_THREADS: usize = 3;
 
 /// A client that returns `None` on a transport error (the server was killed).
 fn try_call(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Option<(u16, Value)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into();
-    let mut b = ureq::http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut resp = match body {
-        Some(bytes) => agent.run(b.body(bytes.to_vec()).unwrap()).ok()?,
-        None => agent.run(b.body(()).unwrap()).ok()?,
-    };
-    let status = resp.status().as_u16();
-    let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec().ok()?;
-    Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    let reply = crate::common::http::try_request(method, url, headers, body).ok()?;
+    Some((reply.status, serde_json::from_slice(&reply.body).unwrap_or(Value::Null)))
 }
 
 struct Client {

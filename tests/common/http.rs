@@ -56,24 +56,36 @@ fn agent() -> ureq::Agent {
 
 /// Sends one request and reads the whole answer.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    try_request(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Sends one request and reads the whole answer; a transport error (no
+/// connection, a server killed mid-answer) is an `Err` instead of a panic.
+pub fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Reply, String> {
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
     let agent = agent();
     let result = match body {
-        Some(b) => agent.run(builder.body(b.to_vec()).unwrap()),
-        None => agent.run(builder.body(()).unwrap()),
+        Some(b) => agent.run(builder.body(b.to_vec()).map_err(|e| e.to_string())?),
+        None => agent.run(builder.body(()).map_err(|e| e.to_string())?),
     };
-    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let mut resp = result.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().unwrap();
-    Reply { status, headers, body }
+    let body =
+        resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().map_err(|e| e.to_string())?;
+    Ok(Reply { status, headers, body })
 }
 
 /// Opens a raw TCP connection with a read timeout.

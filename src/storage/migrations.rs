@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_user_locks.sql"),
     include_str!("migrations/0006_api_key_names.sql"),
     include_str!("migrations/0007_compact_messages.sql"),
+    include_str!("migrations/0008_failed_list_indexes.sql"),
 ];
 
 /// Raw bodies packed per transaction after migration 7.

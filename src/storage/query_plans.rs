@@ -25,9 +25,10 @@ fn db() -> Connection {
          INSERT INTO feeds (id, local_market, data_feed_type) VALUES (1, 'lu', 'electricity'), (2, 'hu', 'gas');
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
          INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts, cycle_started,
-                               body_format, body, updated_at, delivered_at, next_attempt_at)
+                               body_format, body, updated_at, delivered_at, next_attempt_at, error_code)
          SELECT i << 16, 'm' || i, CASE WHEN i % 50 = 0 THEN 0 WHEN i % 97 = 0 THEN 3 ELSE 2 END,
-                i % 200 + 1, i % 20 + 1, i % 2 + 1, 4, 1, i, 0, x'7B7D', i, i, CASE WHEN i % 50 = 0 THEN i END
+                i % 200 + 1, i % 20 + 1, i % 2 + 1, 4, 1, i, 0, x'7B7D', i, i, CASE WHEN i % 50 = 0 THEN i END,
+                CASE WHEN i % 97 = 0 THEN 'E_' || (i % 3) END
          FROM n;
          ANALYZE;",
     )
@@ -87,6 +88,43 @@ fn each_list_filter_uses_its_index_newest_first() {
             assert_no_sort_or_scan(&p);
         }
     }
+}
+
+#[test]
+fn failed_lists_of_a_meter_or_site_and_error_code_lists_use_their_partial_indexes() {
+    let c = db();
+    let failed = Some(MessageStatus::Failed);
+    let cases = [
+        (
+            MessageFilter { status: failed, meter_id: Some("M7".into()), ..Default::default() },
+            "messages_failed_by_meter",
+        ),
+        (
+            MessageFilter { status: failed, site_id: Some("S3".into()), ..Default::default() },
+            "messages_failed_by_site",
+        ),
+        (MessageFilter { error_code: Some("E_X".into()), ..Default::default() }, "messages_by_error_code"),
+        (
+            MessageFilter { status: failed, error_code: Some("E_X".into()), ..Default::default() },
+            "messages_by_error_code",
+        ),
+    ];
+    for (filter, index) in cases {
+        for before in [None, Some(3000 << 16)] {
+            let p = list_plan(&c, filter.clone(), before);
+            assert!(p.contains(&format!("INDEX {index}")), "{filter:?} should use {index}:\n{p}");
+            assert_no_sort_or_scan(&p);
+        }
+    }
+    // Another status with a meter keeps the full meter index (the partial
+    // one holds failed rows only).
+    let delivered_of_meter = MessageFilter {
+        status: Some(MessageStatus::Delivered),
+        meter_id: Some("M7".into()),
+        ..Default::default()
+    };
+    let p = list_plan(&c, delivered_of_meter, None);
+    assert!(!p.contains("messages_failed_by_meter"), "{p}");
 }
 
 #[test]

@@ -211,3 +211,15 @@ pub fn max_id(conn: &rusqlite::Connection) -> Result<i64, StorageError> {
 pub fn count_open(conn: &rusqlite::Connection) -> Result<i64, StorageError> {
     Ok(conn.query_row("SELECT count(*) FROM messages WHERE status IN (0, 1)", [], |r| r.get(0))?)
 }
+
+/// Test rows: meter 1 `M1`, site 1 `S1`, feed 1 (`lu`, `electricity`), for
+/// tests that insert messages with plain SQL (idempotent).
+#[cfg(test)]
+pub(crate) fn insert_test_dimensions(c: &rusqlite::Connection) {
+    c.execute_batch(
+        "INSERT OR IGNORE INTO meters (id, meter_id) VALUES (1, 'M1');
+         INSERT OR IGNORE INTO sites (id, site_id) VALUES (1, 'S1');
+         INSERT OR IGNORE INTO feeds (id, local_market, data_feed_type) VALUES (1, 'lu', 'electricity');",
+    )
+    .expect("test dimension rows");
+}

@@ -14,12 +14,7 @@ fn db() -> Connection {
 
 fn add_message(c: &Connection, id: i64, status: &str, attempts: i64) {
     let status = crate::storage::messages::MessageStatus::parse(status).unwrap().code();
-    c.execute_batch(
-        "INSERT OR IGNORE INTO meters (id, meter_id) VALUES (1, 'M1');
-         INSERT OR IGNORE INTO sites (id, site_id) VALUES (1, 'S1');
-         INSERT OR IGNORE INTO feeds (id, local_market, data_feed_type) VALUES (1, 'lu', 'electricity');",
-    )
-    .unwrap();
+    crate::storage::messages::insert_test_dimensions(c);
     c.execute(
         "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts, body_format, body,
                                updated_at, lease_until, cycle_started)

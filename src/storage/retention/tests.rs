@@ -21,12 +21,7 @@ fn add(c: &Connection, seq: i64, status: &str, created: i64, finished: i64) -> i
     let id = first_id_at(created) + seq;
     let delivered_at = (status == "delivered").then_some(finished);
     let status = MessageStatus::parse(status).unwrap().code();
-    c.execute_batch(
-        "INSERT OR IGNORE INTO meters (id, meter_id) VALUES (1, 'M1');
-         INSERT OR IGNORE INTO sites (id, site_id) VALUES (1, 'S1');
-         INSERT OR IGNORE INTO feeds (id, local_market, data_feed_type) VALUES (1, 'lu', 'electricity');",
-    )
-    .unwrap();
+    crate::storage::messages::insert_test_dimensions(c);
     c.execute(
         "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts,
                                body_format, body, updated_at, delivered_at, cycle_started)

@@ -284,3 +284,24 @@ fn the_help_explains_what_is_kept_aside_and_the_signing_keys() {
         assert!(help.contains(needle), "{needle}: {help}");
     }
 }
+
+/// The attack on `restore --from-replica`'s key check: a data directory
+/// without `audit-chain.key` (a new VM after the disaster, the key not
+/// copied back). Refused before Litestream runs, and nothing is changed —
+/// a restored chain that could never verify is worse than no restore.
+#[test]
+fn restore_from_a_replica_without_the_audit_chain_key_is_refused_and_changes_nothing() {
+    let setup = Setup::new("");
+    let key_file = setup.data().join("audit-chain.key");
+    std::fs::remove_file(&key_file).expect("the data directory had an audit-chain.key");
+    let files_before = snapshot(&setup.data());
+    let replica = setup.dir.path().join("replica");
+    std::fs::create_dir(&replica).unwrap();
+
+    let out = run_cli(&setup.config, &["restore", "--from-replica", replica.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("audit-chain.key is missing"), "{stderr}");
+    assert_eq!(snapshot(&setup.data()), files_before, "nothing added, moved or changed");
+    assert!(!key_file.exists());
+}

@@ -1,10 +1,16 @@
 //! The replication barrier: callers whose commit is on the local disk wait
-//! here until Litestream confirms it on the replica. One thread
-//! (`replication`) sends one `POST /sync` (wait) at a time; every waiter
-//! registered before that request was sent is covered by it (Litestream
-//! syncs the WAL as it is when the request arrives), so one confirmation
-//! releases every commit before it — the writer goes on committing groups
-//! while a sync is in flight, and the next sync covers all of them.
+//! here until Litestream confirms it on the replica. [`SYNCS_IN_FLIGHT`]
+//! threads (`replication`, `replication-2`) each send one `POST /sync`
+//! (wait) at a time; every waiter registered before a request was sent is
+//! covered by it (Litestream syncs the WAL as it is when the request
+//! arrives, or later), so one confirmation releases every commit before it
+//! — the writer goes on committing groups while syncs are in flight, and
+//! the next sync covers all of them. With two in flight, a commit that
+//! lands just after a sync was sent need not wait for that sync to end
+//! before its own starts: Litestream runs the second request's WAL-to-LTX
+//! step while the first one's upload is under way (it serialises each step,
+//! not the whole request), so a commit waits about one sync instead of one
+//! and a half.
 //!
 //! A failed sync is retried (every 200 ms) until a waiter has waited
 //! `replication.timeout`; that waiter is then refused (`Unconfirmed`, which
@@ -23,6 +29,10 @@ use crate::clock::now_millis;
 
 /// How long the thread waits for a waiter before it probes the replica.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Sync requests outstanding at most (threads sending them). More than two
+/// gains nothing: Litestream has two stages (WAL to LTX, LTX to replica),
+/// each one request at a time.
+pub const SYNCS_IN_FLIGHT: usize = 2;
 /// Pause between a failed sync and the next attempt.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -73,7 +83,8 @@ pub struct Barrier {
 }
 
 impl Barrier {
-    /// Starts the replication thread for `control`.
+    /// Starts the replication threads for `control`; the handle returned
+    /// ends once all of them have.
     pub fn start(
         control: ControlSocket,
         timeout: Duration,
@@ -86,10 +97,23 @@ impl Barrier {
             last_commit_ms: AtomicI64::new(0),
             stopped: AtomicBool::new(false),
         });
+        let mut helpers = Vec::with_capacity(SYNCS_IN_FLIGHT - 1);
+        for n in 2..=SYNCS_IN_FLIGHT {
+            let (shared, control) = (shared.clone(), control.clone());
+            helpers.push(
+                std::thread::Builder::new()
+                    .name(format!("replication-{n}"))
+                    .spawn(move || run(&shared, &control, timeout, Role::Helper))?,
+            );
+        }
         let for_thread = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("replication".into())
-            .spawn(move || run(&for_thread, &control, timeout))?;
+        let thread = std::thread::Builder::new().name("replication".into()).spawn(move || {
+            run(&for_thread, &control, timeout, Role::Prober);
+            for helper in helpers {
+                let _ = helper.join();
+            }
+            for_thread.stopped.store(true, Ordering::Release);
+        })?;
         Ok((Self { shared, timeout }, thread))
     }
 
@@ -138,10 +162,10 @@ impl Barrier {
     /// Stops the thread after one last sync for the waiters in hand.
     pub fn stop(&self) {
         lock(&self.shared.queue).stopping = true;
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
     }
 
-    /// Whether the thread has ended.
+    /// Whether the threads have ended.
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Ordering::Acquire)
     }
@@ -159,13 +183,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn run(shared: &Shared, control: &ControlSocket, timeout: Duration) {
+/// What a replication thread does when nobody waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Probes the replica once a second (the status knows its state without
+    /// traffic).
+    Prober,
+    /// Sleeps until a waiter comes.
+    Helper,
+}
+
+fn run(shared: &Shared, control: &ControlSocket, timeout: Duration, role: Role) {
     let mut batch: Vec<Pending> = Vec::new();
     loop {
         let stopping = {
             let mut q = lock(&shared.queue);
             if batch.is_empty() && q.waiters.is_empty() && !q.stopping {
-                q = shared.wake.wait_timeout(q, PROBE_INTERVAL).unwrap_or_else(|e| e.into_inner()).0;
+                q = match role {
+                    Role::Prober => {
+                        shared.wake.wait_timeout(q, PROBE_INTERVAL).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    Role::Helper => shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                };
+                if role == Role::Helper && q.waiters.is_empty() && !q.stopping {
+                    continue;
+                }
             }
             batch.append(&mut q.waiters);
             q.stopping
@@ -187,7 +229,6 @@ fn run(shared: &Shared, control: &ControlSocket, timeout: Duration) {
             }
         }
     }
-    shared.stopped.store(true, Ordering::Release);
 }
 
 fn confirmed(shared: &Shared, batch: &mut Vec<Pending>, covers_ms: i64, answer: &SyncAnswer) {
@@ -209,3 +250,6 @@ fn failed(shared: &Shared, batch: &mut Vec<Pending>, timeout: Duration, e: &Cont
         (p.waiter)(Err(refusal.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,10 +38,12 @@ impl StatusCell {
             if s.last_error.take().is_some() {
                 tracing::info!("replication: the replica confirms again");
             }
-            s.covered_ms = Some(covers_ms);
+            // Two syncs may be in flight and end in either order: the
+            // status only moves forward.
+            s.covered_ms = s.covered_ms.max(Some(covers_ms));
             s.confirmed_ms = Some(now_millis());
-            s.local_txid = Some(local_txid);
-            s.replicated_txid = Some(replicated_txid);
+            s.local_txid = s.local_txid.max(Some(local_txid));
+            s.replicated_txid = s.replicated_txid.max(Some(replicated_txid));
             s.confirmations += 1;
         });
     }
@@ -124,5 +126,16 @@ mod tests {
         assert_eq!((s.confirming, s.failures, s.last_error.as_deref()), (false, 2, Some("socket gone")));
         cell.confirmed(now, 8, 8);
         assert!(cell.snapshot(now).last_error.is_none(), "a confirmation clears the error");
+    }
+
+    #[test]
+    fn confirmations_ending_out_of_order_never_move_the_status_back() {
+        let cell = StatusCell::default();
+        let now = now_millis();
+        cell.confirmed(now - 1000, 9, 9);
+        cell.confirmed(now - 3000, 7, 7);
+        let s = cell.snapshot(now - 2000);
+        assert_eq!((s.local_txid, s.replicated_txid), (Some(9), Some(9)), "{s:?}");
+        assert_eq!(s.seconds_behind, 0.0, "the later sync covered the commit: {s:?}");
     }
 }

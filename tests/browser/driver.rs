@@ -140,7 +140,9 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             format!("--user-data-dir={}", profile.path().join("profile").display()),
-            "--window-size=1280,800",
+            // The screen headless Chromium pretends to have follows this
+            // size: larger than any viewport asked for plus its frame.
+            "--window-size=1600,1200",
             "--force-device-scale-factor=1",
             "--lang=en-GB",
         ]);
@@ -188,19 +190,26 @@ impl Browser {
     }
 
     /// Sizes the window so that the page's viewport is `width`×`height` CSS
-    /// pixels (the window's frame differs between headless versions).
+    /// pixels (the window's frame differs between headless versions, and a
+    /// resize may land after the call returns: measured again until it fits).
     pub async fn set_viewport(&self, width: u32, height: u32) {
+        let want = json!([width, height]);
         self.client.set_window_size(width, height).await.unwrap();
-        let inner = self.js("return [window.innerWidth, window.innerHeight]").await;
-        let (iw, ih) = (inner[0].as_i64().unwrap_or(0), inner[1].as_i64().unwrap_or(0));
-        let (dw, dh) = (i64::from(width) - iw, i64::from(height) - ih);
-        if dw != 0 || dh != 0 {
-            let w = u32::try_from(i64::from(width) + dw).unwrap();
-            let h = u32::try_from(i64::from(height) + dh).unwrap();
-            self.client.set_window_size(w, h).await.unwrap();
+        let mut inner = Value::Null;
+        for _ in 0..30 {
+            let m = self.js("return [innerWidth, innerHeight, outerWidth, outerHeight]").await;
+            let n = |i: usize| m[i].as_i64().unwrap_or(0);
+            inner = json!([n(0), n(1)]);
+            if inner == want {
+                return;
+            }
+            // The window is the viewport plus its frame (as the page sees it now).
+            let frame_w = u32::try_from((n(2) - n(0)).max(0)).unwrap();
+            let frame_h = u32::try_from((n(3) - n(1)).max(0)).unwrap();
+            self.client.set_window_size(width + frame_w, height + frame_h).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let inner = self.js("return [window.innerWidth, window.innerHeight]").await;
-        assert_eq!(inner, json!([width, height]), "viewport size");
+        assert_eq!(inner, want, "viewport size");
     }
 
     /// Runs a script (a function body; `arguments[i]` are `args`).

@@ -82,6 +82,13 @@ pub enum UserCommand {
     },
 }
 
+impl UserCommand {
+    /// Whether the command changes users (everything but `list`).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Self::List)
+    }
+}
+
 /// `energyload apikey …`
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
@@ -105,6 +112,13 @@ pub enum ApiKeyCommand {
         /// Key id.
         id: String,
     },
+}
+
+impl ApiKeyCommand {
+    /// Whether the command changes keys (everything but `list`).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Self::List)
+    }
 }
 
 /// `energyload audit …`

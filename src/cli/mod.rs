@@ -157,14 +157,44 @@ pub fn run() -> ExitCode {
                     (_, Some(replica)) => restore::run_from_replica(&loaded, &replica, at.as_deref()),
                     (None, None) => unreachable!("clap requires FILE or --from-replica"),
                 },
-                Command::User(c) => identity::user(&loaded, c),
-                Command::Apikey(c) => identity::apikey(&loaded, c),
+                Command::User(c) => {
+                    let changes = c.changes_state();
+                    confirmed_on_replica(&loaded, changes, identity::user(&loaded, c))
+                }
+                Command::Apikey(c) => {
+                    let changes = c.changes_state();
+                    confirmed_on_replica(&loaded, changes, identity::apikey(&loaded, c))
+                }
                 Command::Audit(c) => identity::audit_cmd(&loaded, c),
                 Command::Keys(KeysCommand::Rotate) => identity::rotate_keys(&loaded),
                 Command::Version | Command::Config(_) | Command::EsightSim(_) | Command::Demo(_) => {
                     unreachable!("handled above")
                 }
             }
+        }
+    }
+}
+
+/// Exit code of a change stored locally that the replica did not confirm
+/// (`EX_TEMPFAIL`: try again later; see README, "Lose the VM, lose nothing").
+const EXIT_UNCONFIRMED: u8 = 75;
+
+/// After a successful command that changed users or keys: with
+/// `replication.acknowledge = "replicated"`, success only once the replica
+/// holds the change, like the server's answers; exit 75 when it did not
+/// confirm within `replication.timeout`.
+fn confirmed_on_replica(loaded: &LoadedConfig, changed: bool, code: ExitCode) -> ExitCode {
+    if !changed || code != ExitCode::SUCCESS {
+        return code;
+    }
+    let config = &loaded.config;
+    match crate::replication::confirm_change(&config.replication, &config.storage.data_dir) {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!(
+                "error: the change is stored in the local database, but {e}; Litestream replicates it once it runs again"
+            );
+            ExitCode::from(EXIT_UNCONFIRMED)
         }
     }
 }

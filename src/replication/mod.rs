@@ -34,6 +34,24 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
+/// For a change made outside the server (a CLI command): with
+/// `acknowledge = "replicated"`, waits until Litestream confirms the
+/// replica holds everything committed so far, at most `replication.timeout`;
+/// `Ok` at once otherwise. The change stays in the local database either
+/// way (Litestream replicates it once it runs again).
+pub fn confirm_change(config: &ReplicationConfig, data_dir: &Path) -> Result<(), Unconfirmed> {
+    let (ReplicationMode::Litestream, Acknowledge::Replicated, Some(socket)) =
+        (config.mode, config.acknowledge, &config.socket)
+    else {
+        return Ok(());
+    };
+    let timeout = config.timeout.get();
+    ControlSocket::new(socket, &database_path(data_dir))
+        .sync_and_wait(timeout)
+        .map(|_| ())
+        .map_err(|e| Unconfirmed { reason: e.0, timeout_secs: timeout.as_secs_f64().ceil().max(1.0) as u64 })
+}
+
 /// Replication as configured: off, or Litestream with its barrier thread.
 pub struct Replication {
     barrier: Option<Barrier>,

@@ -62,8 +62,10 @@ impl Site {
              timeout = \"{timeout}\"\nreplica = {replica:?}\n",
             sim.config_toml()
         );
+        // Seeded before Litestream runs, so without replication (a CLI
+        // change waits for the replica with `acknowledge = "replicated"`).
+        let key = seed_admin_and_key(&write_config(&dir, &sim.config_toml()), PASSWORD, "replication");
         let config = write_config(&dir, &extra);
-        let key = seed_admin_and_key(&config, PASSWORD, "replication");
         (Self { dir, config, replica, binary: binary.to_path_buf() }, key)
     }
 
@@ -414,4 +416,58 @@ fn restore_is_refused_while_litestream_replicates() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().any(|n| n.starts_with("energyload.db.replaced-")), "{names:?}");
+}
+
+/// The users in the replica now, read from a `litestream restore` of it.
+fn users_on_replica(site: &Site, root: &Path) -> BTreeSet<String> {
+    let out = root.join(format!("{}.db", unique_id("replica-read")));
+    let status = Command::new(&site.binary)
+        .args(["restore", "-o"])
+        .arg(&out)
+        .arg(format!("file://{}", site.replica.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "litestream restore");
+    let conn = rusqlite::Connection::open(&out).unwrap();
+    let mut stmt = conn.prepare("SELECT username FROM users").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn cli_changes_wait_for_the_replica_too() {
+    let Some(binary) = litestream() else { return };
+    let sim = spawn_simulator();
+    let root = tempfile::tempdir().unwrap();
+    let (site, _key) = Site::new(root.path(), "cli", &binary, &sim, "replicated", "2s");
+    let password = site.dir.join("user.pw");
+    std::fs::write(&password, "cli-replica-password-7391").unwrap();
+    let add = |name: &str| {
+        site.cli(
+            &site.config,
+            &["user", "add", name, "--role", "backoffice", "--password-file", password.to_str().unwrap()],
+        )
+    };
+
+    // Litestream not running: the change is stored, but the command says
+    // the replica did not confirm it (exit 75), like the server's 503.
+    let out = add("offline-user");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("stored in the local database") && stderr.contains("did not confirm"),
+        "{stderr}"
+    );
+    // Reading does not wait for the replica.
+    let out = site.cli(&site.config, &["user", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("offline-user"), "stored locally: {out:?}");
+
+    // Litestream running: success means the replica holds the change.
+    let _litestream = site.litestream("1h");
+    let out = add("online-user");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let users = users_on_replica(&site, root.path());
+    assert!(users.contains("online-user") && users.contains("offline-user"), "{users:?}");
+    let out = site.cli(&site.config, &["apikey", "create", "cli-key"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -140,10 +140,11 @@ fn reference<P: rusqlite::Params + Copy>(
 
 /// Stores `items` inside `tx`, checking idempotency item by item (so that
 /// repeats within one batch are caught too). A message's rows are found by
-/// its `message_key` (one descent of the narrow key index, usually finding
-/// nothing); each row found is the same message only if the messageId read
-/// from its body is the same, so a key shared by two messageIds stores both.
-/// Only a row with the same key reads and unpacks a stored body. On an error
+/// its `message_key`: the common path is one statement, an insert guarded
+/// by `NOT EXISTS` on the key (one descent of the narrow key index, which
+/// finds nothing). Only when a row with the key exists are the stored
+/// bodies read: a row is the same message only if the messageId in its body
+/// is the same, so a key shared by two messageIds stores both. On an error
 /// the caller rolls back and must [`Dimensions::forget`].
 pub fn store_batch(
     tx: &Transaction<'_>,
@@ -153,34 +154,34 @@ pub fn store_batch(
     items: &[NewMessage],
     same_content: SameContent,
 ) -> Result<Vec<StoreOutcome>, StorageError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (id, message_key, status, meter, site, feed, datapoints, body_format, body,
-                               updated_at, next_attempt_at, cycle_started)
-         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
-    )?;
+    const COLUMNS: &str = "INSERT INTO messages (id, message_key, status, meter, site, feed, datapoints,
+                               body_format, body, updated_at, next_attempt_at, cycle_started)
+         SELECT ?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9";
+    let mut insert_new = tx.prepare_cached(&format!(
+        "{COLUMNS} WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_key = ?2)"
+    ))?;
     let mut outcomes = Vec::with_capacity(items.len());
     for m in items {
         let key = message_key(&m.message_id);
-        if let Some(before) = stored_before(tx, key, m, same_content)? {
-            outcomes.push(before);
-            continue;
-        }
         let id = ids.next_id(now);
         let meter = dims.meter(tx, &m.meter_id)?;
         let site = dims.site(tx, &m.site_id)?;
         let feed = dims.feed(tx, &m.local_market, &m.data_feed_type)?;
-        insert.execute(params![
-            id,
-            key,
-            meter,
-            site,
-            feed,
-            m.datapoints,
-            m.body.format.code(),
-            &m.body.bytes[..],
-            now
-        ])?;
-        outcomes.push(StoreOutcome::Inserted(id));
+        let row =
+            params![id, key, meter, site, feed, m.datapoints, m.body.format.code(), &m.body.bytes[..], now];
+        if insert_new.execute(row)? == 1 {
+            outcomes.push(StoreOutcome::Inserted(id));
+            continue;
+        }
+        let outcome = match stored_before(tx, key, m, same_content)? {
+            Some(before) => before,
+            None => {
+                // Another messageId holds this key: a message of its own.
+                tx.prepare_cached(COLUMNS)?.execute(row)?;
+                StoreOutcome::Inserted(id)
+            }
+        };
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }

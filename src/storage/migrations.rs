@@ -336,7 +336,9 @@ mod tests {
         .unwrap();
         apply(&mut c).unwrap();
 
-        let rows: Vec<(i64, i64, String, i64, i64, Option<String>, Vec<u8>)> = c
+        /// id, message_key, message_id(…), status, attempts, error_code, body
+        type Row = (i64, i64, String, i64, i64, Option<String>, Vec<u8>);
+        let rows: Vec<Row> = c
             .prepare(
                 "SELECT id, message_key, message_id(body_format, body), status, attempts, error_code, body
                  FROM messages ORDER BY id",

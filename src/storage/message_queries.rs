@@ -67,6 +67,17 @@ fn status_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<MessageStatus>
     })
 }
 
+/// The messageId read from a row's body as a SQL result: NULL (the body
+/// does not decode or has none) is a corrupt row.
+fn message_id_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    let found: Option<String> = r.get(i)?;
+    found.ok_or_else(|| {
+        let id = r.get::<_, i64>(0).unwrap_or_default();
+        let e = StorageError::Corrupt(format!("message {id}: its body has no readable header.messageId"));
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
 /// The stored number of an attempt's outcome name (`delivery_attempts.outcome`).
 pub(super) const OUTCOMES: [&str; 3] = ["delivered", "retry", "failed"];
 
@@ -103,10 +114,12 @@ pub struct MessageRow {
     pub error_code: Option<String>,
 }
 
-/// A listed row's columns: meter, site and feed looked up by their
-/// references (a few rows per page; correlated lookups keep the list's plan
-/// on its index), created_at from the id.
-const ROW_COLUMNS: &str = "m.id, m.message_id, m.status, \
+/// A listed row's columns: the messageId read from the body (the SQL
+/// function of `storage::message_key`: it is stored nowhere else), meter,
+/// site and feed looked up by their references (a few rows per page;
+/// correlated lookups keep the list's plan on its index), created_at from
+/// the id.
+const ROW_COLUMNS: &str = "m.id, message_id(m.body_format, m.body), m.status, \
      (SELECT meter_id FROM meters WHERE id = m.meter), (SELECT site_id FROM sites WHERE id = m.site), \
      (SELECT local_market FROM feeds WHERE id = m.feed), (SELECT data_feed_type FROM feeds WHERE id = m.feed), \
      m.datapoints, m.attempts, m.id >> 16, m.updated_at, m.delivered_at, m.next_attempt_at, m.error_code";
@@ -114,7 +127,7 @@ const ROW_COLUMNS: &str = "m.id, m.message_id, m.status, \
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
         id: r.get(0)?,
-        message_id: r.get(1)?,
+        message_id: message_id_at(r, 1)?,
         status: status_at(r, 2)?,
         meter_id: r.get(3)?,
         site_id: r.get(4)?,
@@ -158,19 +171,26 @@ impl MessageFilter {
     fn clause(&self, before_id: Option<i64>) -> (String, Vec<Sql>) {
         let mut conds = Vec::new();
         let mut args = Vec::new();
-        // Meter, site and feed compare their references with one looked up
-        // once (a scalar subquery), so the meter and site lists keep their
-        // index (meter, id) / (site, id); an unknown name matches nothing.
         if let Some(status) = self.status {
             conds.push(format!("status = {}", status.code()));
         }
+        // A messageId is found by its key (the key index, newest first) and
+        // compared with the one in each body, so another messageId sharing
+        // the key never matches and LIMIT counts only real matches.
+        if let Some(message_id) = &self.message_id {
+            conds.push("message_key = ? AND message_id(body_format, body) = ?".to_owned());
+            args.push(Sql::Integer(super::message_key::message_key(message_id)));
+            args.push(Sql::Text(message_id.clone()));
+        }
+        // Meter, site and feed compare their references with one looked up
+        // once (a scalar subquery), so the meter and site lists keep their
+        // index (meter, id) / (site, id); an unknown name matches nothing.
         let mut eq = |col: &str, v: &Option<String>| {
             if let Some(v) = v {
                 conds.push(col.to_owned());
                 args.push(Sql::Text(v.clone()));
             }
         };
-        eq("message_id = ?", &self.message_id);
         eq("meter = (SELECT id FROM meters WHERE meter_id = ?)", &self.meter_id);
         eq("site = (SELECT id FROM sites WHERE site_id = ?)", &self.site_id);
         eq("feed IN (SELECT id FROM feeds WHERE local_market = ?)", &self.local_market);

@@ -15,6 +15,7 @@ pub use super::stored_body::{BodyFormat, StoredBody};
 
 use super::StorageError;
 use super::ids::IdGenerator;
+use super::message_key::{message_id_in, message_key};
 use super::stored_body;
 
 /// A validated message ready to store.
@@ -138,11 +139,13 @@ fn reference<P: rusqlite::Params + Copy>(
 }
 
 /// Stores `items` inside `tx`, checking idempotency item by item (so that
-/// repeats within one batch are caught too). The insert itself detects a
-/// messageId already stored (`ON CONFLICT DO NOTHING`), so the common path
-/// costs one index descent and computes no hash; only a repeat reads the
-/// stored body to compare content. On an error the caller rolls back and
-/// must [`Dimensions::forget`].
+/// repeats within one batch are caught too). A message's rows are found by
+/// its `message_key`: the common path is one statement, an insert guarded
+/// by `NOT EXISTS` on the key (one descent of the narrow key index, which
+/// finds nothing). Only when a row with the key exists are the stored
+/// bodies read: a row is the same message only if the messageId in its body
+/// is the same, so a key shared by two messageIds stores both. On an error
+/// the caller rolls back and must [`Dimensions::forget`].
 pub fn store_batch(
     tx: &Transaction<'_>,
     ids: &mut IdGenerator,
@@ -151,55 +154,67 @@ pub fn store_batch(
     items: &[NewMessage],
     same_content: SameContent,
 ) -> Result<Vec<StoreOutcome>, StorageError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, body_format, body,
-                               updated_at, next_attempt_at, cycle_started)
-         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
-         ON CONFLICT (message_id) DO NOTHING",
-    )?;
+    const COLUMNS: &str = "INSERT INTO messages (id, message_key, status, meter, site, feed, datapoints,
+                               body_format, body, updated_at, next_attempt_at, cycle_started)
+         SELECT ?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9";
+    let mut insert_new = tx.prepare_cached(&format!(
+        "{COLUMNS} WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_key = ?2)"
+    ))?;
     let mut outcomes = Vec::with_capacity(items.len());
     for m in items {
+        let key = message_key(&m.message_id);
         let id = ids.next_id(now);
         let meter = dims.meter(tx, &m.meter_id)?;
         let site = dims.site(tx, &m.site_id)?;
         let feed = dims.feed(tx, &m.local_market, &m.data_feed_type)?;
-        let inserted = insert.execute(params![
-            id,
-            m.message_id,
-            meter,
-            site,
-            feed,
-            m.datapoints,
-            m.body.format.code(),
-            &m.body.bytes[..],
-            now
-        ])?;
-        let outcome =
-            if inserted == 1 { StoreOutcome::Inserted(id) } else { stored_before(tx, m, same_content)? };
+        let row =
+            params![id, key, meter, site, feed, m.datapoints, m.body.format.code(), &m.body.bytes[..], now];
+        if insert_new.execute(row)? == 1 {
+            outcomes.push(StoreOutcome::Inserted(id));
+            continue;
+        }
+        let outcome = match stored_before(tx, key, m, same_content)? {
+            Some(before) => before,
+            None => {
+                // Another messageId holds this key: a message of its own.
+                tx.prepare_cached(COLUMNS)?.execute(row)?;
+                StoreOutcome::Inserted(id)
+            }
+        };
         outcomes.push(outcome);
     }
     Ok(outcomes)
 }
 
-/// The outcome for a messageId that is already stored: a duplicate when the
-/// content is the same, a conflict otherwise.
+/// The outcome for a messageId stored before (a duplicate when the content
+/// is the same, a conflict otherwise), or `None` when no row with `key`
+/// carries this messageId in its body.
 fn stored_before(
     tx: &Transaction<'_>,
+    key: i64,
     m: &NewMessage,
     same_content: SameContent,
-) -> Result<StoreOutcome, StorageError> {
-    let mut find =
-        tx.prepare_cached("SELECT id, body_format, body, status FROM messages WHERE message_id = ?1")?;
-    let (id, format, body, status) = find.query_row([&m.message_id], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?))
-    })?;
-    let stored = stored_body::unpack(format, &body)?;
-    let offered = m.body.unpack()?;
-    Ok(if same_content(&stored, &offered) {
-        StoreOutcome::Duplicate(id, MessageStatus::from_code(status)?)
-    } else {
-        StoreOutcome::Conflict(id)
-    })
+) -> Result<Option<StoreOutcome>, StorageError> {
+    let mut find = tx.prepare_cached(
+        "SELECT id, body_format, body, status FROM messages WHERE message_key = ?1 ORDER BY id",
+    )?;
+    let mut rows = find.query([key])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let body: Vec<u8> = r.get(2)?;
+        let stored = stored_body::unpack(r.get(1)?, &body)
+            .map_err(|e| StorageError::Corrupt(format!("message {id}: {e}")))?;
+        if message_id_in(&stored).as_deref() != Some(m.message_id.as_str()) {
+            continue; // another messageId with the same key
+        }
+        let offered = m.body.unpack()?;
+        return Ok(Some(if same_content(&stored, &offered) {
+            StoreOutcome::Duplicate(id, MessageStatus::from_code(r.get(3)?)?)
+        } else {
+            StoreOutcome::Conflict(id)
+        }));
+    }
+    Ok(None)
 }
 
 /// The largest message id stored (0 when empty).
@@ -223,3 +238,6 @@ pub(crate) fn insert_test_dimensions(c: &rusqlite::Connection) {
     )
     .expect("test dimension rows");
 }
+
+#[cfg(test)]
+mod tests;

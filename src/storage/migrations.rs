@@ -4,11 +4,16 @@
 //! keys off (a migration may rebuild a table others refer to) and
 //! `PRAGMA foreign_key_check` clean before its commit. Steps SQL cannot do
 //! run after the SQL: packing the bodies a migration left raw
-//! (`pack_raw_bodies`, in batches, resumable).
+//! (`pack_raw_bodies`, in batches, resumable). Steps SQL needs Rust for run
+//! inside it as SQL functions the runner registers on the connection
+//! ([`register_functions`]: migration 9's `message_key_checked`, and the
+//! storage's own `message_id`, so a database the runner migrated can be
+//! queried as the pool's connections query it).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StorageError;
+use super::message_key::{self, message_key, stored_message_id};
 use super::stored_body::StoredBody;
 
 /// The migrations, in order. Never edit a released one: add a new file.
@@ -21,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_api_key_names.sql"),
     include_str!("migrations/0007_compact_messages.sql"),
     include_str!("migrations/0008_failed_list_indexes.sql"),
+    include_str!("migrations/0009_message_key.sql"),
 ];
 
 /// Raw bodies packed per transaction after migration 7.
@@ -65,6 +71,7 @@ pub fn apply_up_to(conn: &mut Connection, target: u32) -> Result<SchemaStatus, S
         return Err(StorageError::TooNew { found: before.current, supported: before.latest });
     }
     let wanted = target.min(LATEST_VERSION) as usize;
+    register_functions(conn)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().take(wanted).skip(before.current as usize) {
         let version = index as u32 + 1;
         // A no-op inside a transaction, so around it.
@@ -76,6 +83,32 @@ pub fn apply_up_to(conn: &mut Connection, target: u32) -> Result<SchemaStatus, S
     }
     pack_raw_bodies(conn)?;
     status(conn)
+}
+
+/// The SQL functions migrations call, and the storage's own (see the module
+/// header).
+fn register_functions(conn: &Connection) -> Result<(), StorageError> {
+    use rusqlite::functions::FunctionFlags;
+    message_key::register_functions(conn)?;
+    // message_key_checked(id, message_id, body_format, body): the key of
+    // `message_id`, or an error when the row's body does not carry it.
+    conn.create_scalar_function("message_key_checked", 4, FunctionFlags::SQLITE_UTF8, |ctx| {
+        let id: i64 = ctx.get(0)?;
+        let message_id: String = ctx.get(1)?;
+        let format: i64 = ctx.get(2)?;
+        let body = ctx.get_raw(3).as_blob().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        if stored_message_id(format, body).as_deref() != Some(message_id.as_str()) {
+            return Err(rusqlite::Error::UserFunctionError(
+                format!(
+                    "message {id}: its stored body does not carry its messageId {message_id:?}, \
+                     which schema 9 keeps only in the body"
+                )
+                .into(),
+            ));
+        }
+        Ok(message_key(&message_id))
+    })?;
+    Ok(())
 }
 
 fn apply_one(conn: &mut Connection, sql: &str, version: u32) -> Result<(), StorageError> {
@@ -233,7 +266,9 @@ mod tests {
             [1 << 16],
         )
         .unwrap();
-        apply(&mut c).unwrap();
+        // Up to 8: these bodies do not all carry their messageId, which
+        // migration 9 requires (tested below).
+        apply_up_to(&mut c, 8).unwrap();
         let rows: Vec<(i64, i64, i64, Vec<u8>)> = c
             .prepare("SELECT status, meter, body_format, body FROM messages ORDER BY id")
             .unwrap()
@@ -258,6 +293,116 @@ mod tests {
             .query_row("SELECT count(*) FROM meta WHERE key = 'pack_raw_bodies_after'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mark, 0);
+    }
+
+    fn v8_message(c: &Connection, id: i64, message_id: &str, body: &StoredBody) {
+        super::super::messages::insert_test_dimensions(c);
+        c.execute(
+            "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts, cycle_started,
+                                   body_format, body, updated_at, next_attempt_at, error_code)
+             VALUES (?1, ?2, 3, 1, 1, 1, 4, 2, 5, ?3, ?4, 6, NULL, 'E102')",
+            params![id, message_id, body.format.code(), body.bytes],
+        )
+        .unwrap();
+    }
+
+    fn index_names(c: &Connection) -> Vec<String> {
+        c.prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn migration_9_keeps_the_message_id_only_in_the_body_and_keys_rows_by_its_hash() {
+        let mut c = Connection::open_in_memory().unwrap();
+        apply_up_to(&mut c, 8).unwrap();
+        let before = index_names(&c);
+        let sample = include_bytes!("../../tests/fixtures/messages/valid-1.json");
+        let packed = StoredBody::pack(sample);
+        assert_eq!(packed.format.code(), 1);
+        let escaped = br#"{"header":{"messageId":"a\"b\u00e4"}}"#;
+        let raw = StoredBody { format: super::super::stored_body::BodyFormat::Raw, bytes: escaped.to_vec() };
+        v8_message(&c, 1 << 16, "electricity_lu_20210131T0000", &packed);
+        v8_message(&c, 2 << 16, "a\"bä", &raw);
+        c.execute(
+            "INSERT INTO delivery_attempts (message, attempt, at, outcome, duration_ms) VALUES (?1, 1, 7, 2, 1)",
+            [2 << 16],
+        )
+        .unwrap();
+        apply(&mut c).unwrap();
+
+        /// id, message_key, message_id(…), status, attempts, error_code, body
+        type Row = (i64, i64, String, i64, i64, Option<String>, Vec<u8>);
+        let rows: Vec<Row> = c
+            .prepare(
+                "SELECT id, message_key, message_id(body_format, body), status, attempts, error_code, body
+                 FROM messages ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected_ids = ["electricity_lu_20210131T0000", "a\"bä"];
+        assert_eq!(rows.len(), 2);
+        for (row, (id, message_id)) in
+            rows.iter().zip([(1 << 16, expected_ids[0]), (2 << 16, expected_ids[1])])
+        {
+            assert_eq!((row.0, row.1, row.2.as_str()), (id, message_key(message_id), message_id));
+            assert_eq!((row.3, row.4, row.5.as_deref()), (3, 2, Some("E102")), "the rest of the row is kept");
+        }
+        assert_eq!(rows[0].6, packed.bytes, "bodies are copied as they are");
+        assert_eq!(rows[1].6, escaped);
+        let attempts: i64 = c.query_row("SELECT count(*) FROM delivery_attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 1, "attempts keep their message");
+
+        let columns: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('messages')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(columns.contains(&"message_key".to_owned()) && !columns.contains(&"message_id".to_owned()));
+        let after = index_names(&c);
+        let mut expected: Vec<String> = before
+            .into_iter()
+            .filter(|n| n != "messages_by_message_id")
+            .chain(["messages_by_message_key".into()])
+            .collect();
+        expected.sort();
+        assert_eq!(after, expected, "every other index is rebuilt");
+        let unique: i64 = c
+            .query_row(
+                "SELECT \"unique\" FROM pragma_index_list('messages') WHERE name = 'messages_by_message_key'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 0, "two messageIds may share a key");
+    }
+
+    #[test]
+    fn migration_9_refuses_a_row_whose_body_does_not_carry_its_message_id() {
+        let mut c = Connection::open_in_memory().unwrap();
+        apply_up_to(&mut c, 8).unwrap();
+        let body = StoredBody::pack(include_bytes!("../../tests/fixtures/messages/valid-1.json"));
+        v8_message(&c, 1 << 16, "electricity_lu_20210131T0000", &body);
+        v8_message(&c, 2 << 16, "another-id", &body);
+        let refused = apply(&mut c).unwrap_err().to_string();
+        assert!(refused.contains("message 131072") && refused.contains("another-id"), "{refused}");
+        assert_eq!(status(&c).unwrap().current, 8, "rolled back");
+        let kept: i64 = c
+            .query_row("SELECT count(*) FROM messages WHERE message_id = 'another-id'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1, "the messageId column is still there");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod ids;
 pub mod ingest;
 mod lock;
+mod message_key;
 mod message_queries;
 pub mod messages;
 mod migrations;
@@ -216,6 +217,7 @@ fn configure_connection(c: &mut Connection, sync: &str, busy: Duration) -> rusql
     c.pragma_update(None, "synchronous", sync)?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.pragma_update(None, "temp_store", "MEMORY")?;
+    message_key::register_functions(c)?;
     Ok(())
 }
 

@@ -24,9 +24,9 @@ fn db() -> Connection {
          INSERT INTO sites (id, site_id) SELECT i, 'S' || i FROM n;
          INSERT INTO feeds (id, local_market, data_feed_type) VALUES (1, 'lu', 'electricity'), (2, 'hu', 'gas');
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-         INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts, cycle_started,
+         INSERT INTO messages (id, message_key, status, meter, site, feed, datapoints, attempts, cycle_started,
                                body_format, body, updated_at, delivered_at, next_attempt_at, error_code)
-         SELECT i << 16, 'm' || i, CASE WHEN i % 50 = 0 THEN 0 WHEN i % 97 = 0 THEN 3 ELSE 2 END,
+         SELECT i << 16, i * 7919 - 20000, CASE WHEN i % 50 = 0 THEN 0 WHEN i % 97 = 0 THEN 3 ELSE 2 END,
                 i % 200 + 1, i % 20 + 1, i % 2 + 1, 4, 1, i, 0, x'7B7D', i, i, CASE WHEN i % 50 = 0 THEN i END,
                 CASE WHEN i % 97 = 0 THEN 'E_' || (i % 3) END
          FROM n;
@@ -70,7 +70,7 @@ fn each_list_filter_uses_its_index_newest_first() {
         (MessageFilter { status: Some(MessageStatus::Failed), ..Default::default() }, "messages_by_status"),
         (MessageFilter { meter_id: Some("M7".into()), ..Default::default() }, "messages_by_meter"),
         (MessageFilter { site_id: Some("S3".into()), ..Default::default() }, "messages_by_site"),
-        (MessageFilter { message_id: Some("m42".into()), ..Default::default() }, "messages_by_message_id"),
+        (MessageFilter { message_id: Some("m42".into()), ..Default::default() }, "messages_by_message_key"),
         (
             MessageFilter {
                 meter_id: Some("M7".into()),

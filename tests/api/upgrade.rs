@@ -174,6 +174,16 @@ fn check_messages(server: &ChildServer) {
     let stats = call(server, "GET", "/api/v1/service/send/stats", &key, &admin, None).json();
     for (status, count) in seeds::MESSAGES_BY_STATUS {
         assert_eq!(stats["by_status"][status], count, "{status}: {stats}");
+        // Since schema 9 the messageId lives only in the body, found by its key.
+        let path = format!("/api/v1/service/send/messages?message_id=fixture-{status}");
+        let found = call(server, "GET", &path, &key, &admin, None).json();
+        let found: Vec<(&str, &str)> = found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["messageId"].as_str().unwrap(), m["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(found, [(format!("fixture-{status}").as_str(), status)]);
     }
     let list =
         call(server, "GET", "/api/v1/service/send/messages?status=rejected", &key, &admin, None).json();

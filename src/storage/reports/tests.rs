@@ -16,10 +16,10 @@ fn add_message(c: &Connection, id: i64, status: &str, attempts: i64) {
     let status = crate::storage::messages::MessageStatus::parse(status).unwrap().code();
     crate::storage::messages::insert_test_dimensions(c);
     c.execute(
-        "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts, body_format, body,
+        "INSERT INTO messages (id, message_key, status, meter, site, feed, datapoints, attempts, body_format, body,
                                updated_at, lease_until, cycle_started)
          VALUES (?1, ?2, ?3, 1, 1, 1, 1, ?4, 0, x'7B7D', 1, 99, 1)",
-        params![id, format!("msg-{id}"), status, attempts],
+        params![id, id, status, attempts],
     )
     .unwrap();
 }

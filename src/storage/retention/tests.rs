@@ -23,10 +23,10 @@ fn add(c: &Connection, seq: i64, status: &str, created: i64, finished: i64) -> i
     let status = MessageStatus::parse(status).unwrap().code();
     crate::storage::messages::insert_test_dimensions(c);
     c.execute(
-        "INSERT INTO messages (id, message_id, status, meter, site, feed, datapoints, attempts,
+        "INSERT INTO messages (id, message_key, status, meter, site, feed, datapoints, attempts,
                                body_format, body, updated_at, delivered_at, cycle_started)
          VALUES (?1, ?2, ?3, 1, 1, 1, 4, 1, 0, x'7B7D', ?4, ?5, ?6)",
-        params![id, format!("msg-{id}"), status, finished, delivered_at, created],
+        params![id, id, status, finished, delivered_at, created],
     )
     .unwrap();
     c.execute(

@@ -14,6 +14,15 @@
 #   - bytes on disk per stored message.
 # DURATION (default 8s) per wrk run. Ratios against N = 0 are the figures
 # to read; the machine is shared, so absolute rates are noisy.
+#
+# Only the pruning comparison: PRUNE_ONLY=1 bash benches/data_growth.sh N
+# (N > 0). PRUNE_DAYS (default 29) is the retention the second run starts
+# with: the fill spreads N messages over 30 days, so 30 - PRUNE_DAYS days of
+# them (plus the hours since the fill) go. BINS="label=path ..." compares
+# several binaries in the same run (each on a fresh copy of the fill, in
+# order, ROUNDS times, default 1), e.g. main's binary against this branch's.
+# SERVE_LOGS=DIR keeps each pruning run's server log there; PRUNE_WAIT
+# (default 900) is how many seconds to wait for the pass's end after ingest.
 source "$(dirname "$0")/common.sh"
 DURATION=${DURATION:-8s}
 export REQUESTS=${REQUESTS:-60}  # per list query
@@ -27,6 +36,8 @@ message_templates valid-1
 LOG_LEVEL="warn,energyload::storage::ingest=debug"
 
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+PRUNE_DAYS=${PRUNE_DAYS:-29}
+PRUNE_WAIT=${PRUNE_WAIT:-900}
 
 retention_config() {
   write_config "
@@ -40,6 +51,70 @@ ingest_runs() {  # LABEL: 4-datapoint and arrays of 100
   PREBUILT=$(( 20000 * ${DURATION%s} / 2 )) BODY_FILE="$WORK/valid-1.json" \
     wrk_cpu "N=$N $1 ingest 4-datapoint" "" -t2 -c32 -d"$DURATION" -s benches/lua/ingest.lua "$BASE/api/v1/service/send/messages"
 }
+
+# prune_phase LABEL: ingest on the stored copy in $WORK/data without pruning
+# (retention 10 years), then again after a restart with retention
+# PRUNE_DAYS while the first pass prunes; prints both and their p99 ratio.
+prune_phase() {
+  local label=$1 base_p99
+  retention_config 3650
+  start_server
+  login
+  export KEY TOKEN
+  ingest_runs "$label no pruning:"
+  base_p99=$P99
+  stop_server
+  retention_config "$PRUNE_DAYS"
+  start_server
+  login
+  export KEY TOKEN
+  ingest_runs "$label while pruning:"
+  # The pass logs its progress every 2 s (debug): how far it got under load.
+  python3 - "$WORK/serve.log" <<'PY2'
+import re, sys
+last = [l for l in open(sys.argv[1]) if "retention progress" in l]
+if last:
+    m, s = re.search(r"messages=(\d+)", last[-1]), re.search(r"seconds=([\d.]+)", last[-1])
+    print(f"  pruned while ingest ran: {int(m.group(1)):,} messages in {float(s.group(1)):.1f} s"
+          f" ({int(m.group(1)) / float(s.group(1)):,.0f}/s)")
+PY2
+  sleep 1
+  grep "message retention pass" "$WORK/serve.log" | tail -1 || echo "  (the retention pass had not ended yet)"
+  echo "  $label ingest p99 while pruning / without: $(python3 -c "print(f'{$P99 / $base_p99:.2f}')")"
+  for _ in $(seq 1 "$PRUNE_WAIT"); do grep -q "message retention pass" "$WORK/serve.log" && break; sleep 1; done
+  grep "message retention pass" "$WORK/serve.log" | tail -1 || echo "  (stopped before the pass ended: PRUNE_WAIT)"
+  python3 - "$WORK/serve.log" <<'PY2'
+import re, sys
+for line in open(sys.argv[1]):
+    if "message retention pass" in line:
+        m, s = re.search(r"messages=(\d+)", line), re.search(r"seconds=([\d.]+)", line)
+        if m and s and float(s.group(1)) > 0:
+            print(f"  pruning rate: {int(m.group(1)) / float(s.group(1)):,.0f} messages/s")
+PY2
+  stop_server
+  if [ -n "${SERVE_LOGS:-}" ]; then mkdir -p "$SERVE_LOGS" && cp "$WORK/serve.log" "$SERVE_LOGS/$label.log"; fi
+}
+
+if [ -n "${PRUNE_ONLY:-}" ]; then
+  for N in "${SIZES[@]}"; do
+    [ "$N" -gt 0 ] || { echo "PRUNE_ONLY needs N > 0"; exit 1; }
+    "$FILL" fill "$N"
+    for round in $(seq 1 "${ROUNDS:-1}"); do
+      for spec in ${BINS:-current=$BIN}; do
+        BIN=${spec#*=}
+        echo "== N = $N, retention $PRUNE_DAYS days, ${spec%%=*} ($BIN), round $round"
+        rm -rf "$WORK/data"
+        cp -r --sparse=always "target/data-growth/$N/data" "$WORK/data"
+        retention_config 3650
+        seed_identity
+        prune_phase "${spec%%=*}"
+        echo "after pruning: $("$FILL" info "$WORK/data")"
+      done
+    done
+  done
+  rm -rf "$WORK/data"
+  exit 0
+fi
 
 for N in "${SIZES[@]}"; do
   echo "== N = $N"
@@ -56,7 +131,6 @@ for N in "${SIZES[@]}"; do
   login
   export KEY TOKEN
   ingest_runs "no pruning:"
-  BASE_P99=$P99
   BATCH=100 BODY_FILE="$WORK/valid-1.json" \
     wrk_cpu "N=$N ingest arrays of 100 (req/s; x100 = messages/s)" "" -t2 -c32 -d"$DURATION" -s benches/lua/ingest.lua "$BASE/api/v1/service/send/messages"
   python3 - "$BASE" "$KEY" "$TOKEN" <<'PY'
@@ -101,18 +175,9 @@ PY
   stop_server
   echo "stored: $("$FILL" info "$WORK/data")"
   if [ "$N" -gt 0 ]; then
-    # Retention: keep 29 days, so the oldest day (and the hours since the
-    # fill) goes, while ingest runs.
-    retention_config 29
-    start_server
-    login
-    ingest_runs "while pruning:"
-    sleep 1
-    grep "message retention pass" "$WORK/serve.log" | tail -1 || echo "  (the retention pass had not ended yet)"
-    echo "  ingest p99 while pruning / without: $(python3 -c "print(f'{$P99 / $BASE_P99:.2f}')")"
-    for _ in $(seq 1 600); do grep -q "message retention pass" "$WORK/serve.log" && break; sleep 1; done
-    grep "message retention pass" "$WORK/serve.log" | tail -1
-    stop_server
+    # Retention: keep PRUNE_DAYS (29) days, so the oldest day (and the hours
+    # since the fill) goes, while ingest runs.
+    prune_phase "N=$N"
     echo "after pruning: $("$FILL" info "$WORK/data")"
   fi
   rm -rf "$WORK/data"

@@ -6,7 +6,7 @@
 //! checkpoints the WAL passively; every 5 s it refreshes the open-message count and writes
 //! API-key last-use times; every 10 minutes it purges expired sessions,
 //! applies audit retention and hands a message retention pass to the ingest
-//! writer (which deletes in chunks between its commit groups). Every tick it also writes the
+//! writer (which deletes in chunks inside its commit groups, or between them when idle). Every tick it also writes the
 //! summaries of closed `access_denied` windows (`audit::denials`), and at
 //! stop the summaries of every open one, after the last request was served.
 
@@ -135,8 +135,8 @@ fn prune(state: &AppState, conn: &mut Connection) -> Result<(), StorageError> {
 }
 
 /// Hands a message retention pass to the ingest writer, which deletes in
-/// chunks between its commit groups (so retention never holds the write
-/// lock against ingest), unless the previous pass is still running.
+/// chunks inside its commit groups or between them (so retention never holds
+/// the write lock against ingest), unless the previous pass is still running.
 fn start_message_retention(state: &AppState, running: &mut Option<Receiver<RetentionReport>>) {
     if running.as_ref().is_some_and(|r| matches!(r.try_recv(), Err(TryRecvError::Empty))) {
         return;

@@ -25,12 +25,20 @@
 //!
 //! Message retention runs here too, a chunk of rows at a time
 //! ([`RetentionPass`]), so that it never competes with ingest for SQLite's
-//! one write lock: once no request came for [`IDLE_BEFORE_PRUNE`] the writer
-//! deletes one chunk,
-//! then looks at its queue again; while requests keep coming it still runs
-//! one chunk every [`BUSY_PRUNE_EVERY`] between two groups, so a pass always
-//! ends. A pass in progress is abandoned (between chunks) when the writer
-//! stops; the next pass continues where it left off.
+//! one write lock. While requests keep coming, a chunk with a time budget of
+//! [`BUSY_PRUNE_BUDGET`] runs inside a group's transaction, after its
+//! inserts, at most every [`BUSY_PRUNE_EVERY`]: it shares the group's commit
+//! and fsync instead of adding a commit of its own, and it rolls back with
+//! the group (under a savepoint: a failing chunk never fails the group).
+//! Once no request came for [`IDLE_BEFORE_PRUNE`] after the last answer, the
+//! writer runs chunks of [`IDLE_PRUNE_BUDGET`] in transactions of their own,
+//! looking at its queue between two. A pass in progress is abandoned
+//! (between chunks) when the writer stops; the next pass continues where it
+//! left off. While a pass is in hand, its deletes put random pages into the
+//! WAL (messageId, meter and site indexes), so the checkpointer thread copies
+//! the WAL from [`CHECKPOINT_SOON_PAGES`] on whatever the group size: a
+//! writer that copied them itself stalled ingest for 10–40 ms per checkpoint
+//! (measured at 10 million messages, BENCHMARKS.md, data growth).
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -67,14 +75,26 @@ const CHECKPOINT_SOON_PAGES: c_int = 1000;
 /// WAL size (in pages) above which the writer finishes the checkpoint itself
 /// between two groups, so that the WAL restarts.
 const CHECKPOINT_NOW_PAGES: c_int = 2000;
-/// While requests keep the writer busy, a retention chunk runs between two
-/// groups at most this often. Measured at 10 million messages: a chunk after
-/// every momentary empty queue, or every 20 ms, cut 4-datapoint ingest from
-/// ~16,000 to ~1,000 req/s (each chunk is a commit with its own sync).
-pub const BUSY_PRUNE_EVERY: Duration = Duration::from_millis(200);
+/// While requests keep the writer busy, a group's transaction carries a
+/// retention chunk at most this often (see BENCHMARKS.md, data growth, for
+/// the pruning rate this gives).
+pub const BUSY_PRUNE_EVERY: Duration = Duration::from_millis(10);
+/// Time a chunk inside a group's transaction may take (it delays that
+/// group's answers by as much).
+pub const BUSY_PRUNE_BUDGET: Duration = Duration::from_micros(500);
+/// Time an idle writer's chunk may take (plus its commit); a request that
+/// arrives meanwhile waits that long at most.
+pub const IDLE_PRUNE_BUDGET: Duration = Duration::from_millis(2);
 /// The writer counts as idle, and runs retention chunks back to back, once
-/// no request arrived for this long.
+/// no request arrived for this long after it answered the last group.
 pub const IDLE_BEFORE_PRUNE: Duration = Duration::from_millis(5);
+/// `CHECKPOINT_NOW_PAGES` while a retention pass is in hand: pruned pages
+/// are scattered over the file, so the checkpointer thread (asked from
+/// `CHECKPOINT_SOON_PAGES` on) copies them while the writer goes on; the
+/// writer finishes the copy itself only past this WAL size.
+const PRUNING_CHECKPOINT_NOW_PAGES: c_int = 4 * CHECKPOINT_NOW_PAGES;
+/// How often a running retention pass logs its progress (debug).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// How often an idle writer with a pass in hand looks at its queue.
 const IDLE_POLL: Duration = Duration::from_micros(500);
 
@@ -136,6 +156,8 @@ struct Pruning {
     done: Sender<RetentionReport>,
     started: Instant,
     last_chunk: Instant,
+    /// When the pass's progress was last logged (debug).
+    last_progress: Instant,
 }
 
 /// How a retention pass run by the writer ended.
@@ -143,7 +165,7 @@ struct Pruning {
 pub struct RetentionReport {
     /// Messages deleted.
     pub deleted: usize,
-    /// Chunks run (one transaction each).
+    /// Chunks run (each inside a group's transaction or its own).
     pub chunks: usize,
     /// False when the pass stopped early (the writer stopped, or a chunk
     /// failed).
@@ -233,7 +255,7 @@ impl IngestWriter {
     ) -> Result<Receiver<RetentionReport>, RetentionRefused> {
         let (done, report) = channel();
         let now = Instant::now();
-        let work = Work::Prune(Pruning { pass, done, started: now, last_chunk: now });
+        let work = Work::Prune(Pruning { pass, done, started: now, last_chunk: now, last_progress: now });
         match self.queue.try_send(work) {
             Ok(()) => Ok(report),
             Err(mpsc::error::TrySendError::Full(_)) => Err(RetentionRefused::Busy),
@@ -281,10 +303,7 @@ fn run(
             }
         };
         let first = match work {
-            Work::Store(job) => {
-                last_work = Instant::now();
-                job
-            }
+            Work::Store(job) => job,
             Work::Prune(p) => {
                 begin_pruning(&mut pruning, p);
                 continue;
@@ -302,19 +321,29 @@ fn run(
                 Err(_) => break,
             }
         }
-        match commit_group(&mut conn, &mut w, &jobs, same_content) {
-            Ok(per_job) => {
+        // A retention chunk rides along in this group's transaction.
+        let riding = pruning.as_mut().filter(|p| p.last_chunk.elapsed() >= BUSY_PRUNE_EVERY);
+        let before = riding.as_ref().map(|p| p.pass.clone());
+        match commit_group(&mut conn, &mut w, &jobs, same_content, riding.map(|p| &mut p.pass)) {
+            Ok((per_job, chunk)) => {
                 let inserted =
                     per_job.iter().flatten().filter(|o| matches!(o, StoreOutcome::Inserted(_))).count();
                 answer(acknowledgement, jobs, per_job);
                 if inserted > 0 {
                     on_commit(inserted);
                 }
-                keep_wal_small(&conn, checkpointer, total);
+                if let Some(chunk) = chunk {
+                    after_chunk(&mut pruning, chunk);
+                }
+                keep_wal_small(&conn, checkpointer, total, pruning.is_some());
             }
             Err(e) => {
-                // Rolled back: references it inserted are gone again.
+                // Rolled back: references it inserted are gone again, and so
+                // is the chunk's work.
                 w.dims.forget();
+                if let (Some(p), Some(before)) = (pruning.as_mut(), before) {
+                    p.pass = before;
+                }
                 let failure = if e.is_unwritable() { IngestError::Unwritable } else { IngestError::Failed };
                 tracing::error!(error = %e, requests = jobs.len(), "ingest commit failed");
                 for job in jobs {
@@ -322,9 +351,7 @@ fn run(
                 }
             }
         }
-        if pruning.as_ref().is_some_and(|p| p.last_chunk.elapsed() >= BUSY_PRUNE_EVERY) {
-            prune_chunk(&conn, &mut pruning, checkpointer);
-        }
+        last_work = Instant::now();
     }
     if let Some(p) = pruning {
         finish_pruning(p, false);
@@ -340,12 +367,25 @@ fn begin_pruning(pruning: &mut Option<Pruning>, mut p: Pruning) {
     }
 }
 
-/// Runs the pass's next chunk; ends the pass when it is done or failed.
+/// Runs the pass's next chunk in a transaction of its own (the writer is
+/// idle); ends the pass when it is done or failed.
 fn prune_chunk(conn: &Connection, pruning: &mut Option<Pruning>, checkpointer: &Checkpointer) {
     let Some(p) = pruning.as_mut() else { return };
-    let result = p.pass.step(conn);
+    let result = p.pass.step_within(conn, Some(IDLE_PRUNE_BUDGET));
+    after_chunk(pruning, result);
+    keep_wal_small(conn, checkpointer, 0, true);
+}
+
+/// After a committed (or failed) chunk: notes its time; ends the pass when
+/// it is done or failed.
+fn after_chunk(pruning: &mut Option<Pruning>, result: Result<usize, StorageError>) {
+    let Some(p) = pruning.as_mut() else { return };
     p.last_chunk = Instant::now();
-    keep_wal_small(conn, checkpointer, 0);
+    if p.last_progress.elapsed() >= PROGRESS_EVERY {
+        p.last_progress = p.last_chunk;
+        let seconds = p.started.elapsed().as_secs_f64();
+        tracing::debug!(messages = p.pass.deleted(), chunks = p.pass.chunks(), seconds, "retention progress");
+    }
     match result {
         Ok(_) if !p.pass.is_done() => {}
         Ok(_) => finish_pruning(pruning.take().expect("a pass in hand"), true),
@@ -399,30 +439,42 @@ fn answer(acknowledgement: &Acknowledgement, jobs: Vec<Job>, per_job: Vec<Vec<St
     }
 }
 
+/// Stores the group's jobs in one transaction; then, with a pass given, runs
+/// its next chunk (budget [`BUSY_PRUNE_BUDGET`]) in the same transaction
+/// under a savepoint, so that a failing chunk is undone alone and the group
+/// still commits. Returns each job's outcomes and the chunk's result; on an
+/// error nothing is committed (the caller restores the pass).
+type GroupResult = (Vec<Vec<StoreOutcome>>, Option<Result<usize, StorageError>>);
 fn commit_group(
     conn: &mut Connection,
     w: &mut Writer,
     jobs: &[Job],
     same_content: SameContent,
-) -> Result<Vec<Vec<StoreOutcome>>, StorageError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    pass: Option<&mut RetentionPass>,
+) -> Result<GroupResult, StorageError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_millis();
     let mut per_job = Vec::with_capacity(jobs.len());
     for job in jobs {
         per_job.push(messages::store_batch(&tx, &mut w.ids, &mut w.dims, now, &job.items, same_content)?);
     }
+    let chunk = pass.map(|pass| pass.step_under_savepoint(&mut tx, Some(BUSY_PRUNE_BUDGET)));
     tx.commit()?;
-    Ok(per_job)
+    Ok((per_job, chunk))
 }
 
 /// After a group: hands the WAL to the checkpointer once it is large, and
 /// finishes the checkpoint here once it is larger (see the module comment).
-fn keep_wal_small(conn: &Connection, checkpointer: &Checkpointer, group_items: usize) {
+/// `pruning`: a retention pass is in hand, so the WAL holds its scattered
+/// pages.
+fn keep_wal_small(conn: &Connection, checkpointer: &Checkpointer, group_items: usize, pruning: bool) {
     let pages = WAL_PAGES.get();
-    if pages >= CHECKPOINT_NOW_PAGES {
+    let now_pages = if pruning { PRUNING_CHECKPOINT_NOW_PAGES } else { CHECKPOINT_NOW_PAGES };
+    if pages >= now_pages {
+        // Passive: if the checkpointer is copying, this returns at once.
         WAL_PAGES.set(0);
         checkpoint(conn);
-    } else if pages >= CHECKPOINT_SOON_PAGES && group_items >= LARGE_GROUP_ITEMS {
+    } else if pages >= CHECKPOINT_SOON_PAGES && (group_items >= LARGE_GROUP_ITEMS || pruning) {
         checkpointer.request();
     }
 }

@@ -85,3 +85,6 @@ off, local, repl, p99 = map(float, sys.argv[1:])
 print(f"local / off: {local / off:.0%}; replicated / off: {repl / off:.0%} (target >= 50 %); "
       f"replicated p99 {p99:.1f} ms (target <= 50 ms)")
 PY
+# Litestream alone (no energyload): its sync-and-wait latency, and the
+# ceiling it sets for "replicated" at 32 connections.
+python3 "$(dirname "$0")/litestream_sync.py" "$LITESTREAM"

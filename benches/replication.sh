@@ -43,9 +43,11 @@ YML
 run_mode() {
   local mode=$1 lag_file="$WORK/lag"
   rm -rf "$WORK/data" "$WORK/replica" "$WORK/ls"
-  if [ "$mode" = off ]; then
-    write_config ""
-  else
+  # Users and the key first, without replication (with "replicated" a CLI
+  # change waits for a replica that is not running yet).
+  write_config ""
+  seed_identity
+  if [ "$mode" != off ]; then
     write_config "[replication]
 mode = \"litestream\"
 socket = \"$WORK/ls/litestream.sock\"
@@ -53,7 +55,6 @@ acknowledge = \"$mode\"
 timeout = \"10s\"
 replica = \"$WORK/replica\""
   fi
-  seed_identity
   [ "$mode" = off ] || start_litestream
   start_server
   login
@@ -75,6 +76,8 @@ replica = \"$WORK/replica\""
   fi
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   if [ "$mode" != off ]; then kill "$LS_PID"; wait "$LS_PID" 2>/dev/null || true; fi
+  # LITESTREAM_LOGS=DIR keeps Litestream's log of each mode (its sync timings).
+  [ -z "${LITESTREAM_LOGS:-}" ] || [ "$mode" = off ] || cp "$WORK/ls/log" "$LITESTREAM_LOGS/$mode.log"
 }
 
 declare -A RESULT_RPS RESULT_P99

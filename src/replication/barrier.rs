@@ -175,7 +175,9 @@ impl Barrier {
     }
 }
 
-fn whole_secs(d: Duration) -> u64 {
+/// `d` in whole seconds, rounded up, at least 1 (what Litestream's control
+/// socket and `Retry-After` take).
+pub(super) fn whole_secs(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
 }
 

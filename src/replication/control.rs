@@ -58,7 +58,7 @@ impl ControlSocket {
     /// Syncs and waits until the replica holds everything committed before
     /// this call, at most `timeout` (Litestream counts whole seconds).
     pub fn sync_and_wait(&self, timeout: Duration) -> Result<SyncAnswer, ControlError> {
-        let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+        let secs = super::barrier::whole_secs(timeout);
         let body = serde_json::json!({"path": self.database, "wait": true, "timeout": secs}).to_string();
         let answer = self.exchange("POST", "/sync", Some(&body), timeout + Duration::from_secs(2))?;
         let parsed: SyncAnswer = serde_json::from_str(&answer)

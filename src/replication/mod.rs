@@ -49,7 +49,7 @@ pub fn confirm_change(config: &ReplicationConfig, data_dir: &Path) -> Result<(),
     ControlSocket::new(socket, &database_path(data_dir))
         .sync_and_wait(timeout)
         .map(|_| ())
-        .map_err(|e| Unconfirmed { reason: e.0, timeout_secs: timeout.as_secs_f64().ceil().max(1.0) as u64 })
+        .map_err(|e| Unconfirmed { reason: e.0, timeout_secs: barrier::whole_secs(timeout) })
 }
 
 /// Replication as configured: off, or Litestream with its barrier thread.
